@@ -38,6 +38,10 @@ function parseIPv6(text: string): Uint8Array {
 export function formatIp(bytes: Uint8Array): string {
   if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
   if (bytes.length !== 16) throw new Error(`an IP address is 4 or 16 bytes, not ${bytes.length}`);
+  // IPv4-mapped addresses keep their dotted tail (RFC 5952 §5; Go's netip prints them so too).
+  if (bytes[10] === 0xff && bytes[11] === 0xff && bytes.subarray(0, 10).every((b) => b === 0)) {
+    return `::ffff:${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
+  }
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
   // RFC 5952: compress the longest run (length ≥ 2) of zero groups, the first if tied.
