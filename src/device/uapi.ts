@@ -37,7 +37,7 @@ import {
   type PeerChange,
   type PeerSnapshot,
 } from './config.ts';
-import { formatCidr, formatEndpoint, formatIp, parseCidr, parseEndpoint, parseIp } from '../util/ip.ts';
+import { formatCidr, formatEndpoint, parseCidr, parseEndpoint } from '../util/ip.ts';
 import { fromHex, toHex } from '../util/hex.ts';
 
 /** Longest accepted protocol line, newline excluded. wg's longest real line is ~60 bytes. */
