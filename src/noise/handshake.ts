@@ -186,7 +186,7 @@ export function createInitiation(
   hs.hash.set(h);
   hs.chainingKey.set(ck);
   hs.localEphemeral.set(params.ephemeralPrivate);
-  hs.localIndex = params.senderIndex;
+  hs.localIndex = params.senderIndex >>> 0;
   hs.remoteIndex = 0;
   key.fill(0);
   dh.fill(0);
@@ -298,7 +298,7 @@ export function createResponse(
     hs.hash.set(h);
     hs.chainingKey.set(ck);
     hs.localEphemeral.set(params.ephemeralPrivate);
-    hs.localIndex = params.senderIndex;
+    hs.localIndex = params.senderIndex >>> 0;
     return ok(undefined);
   } finally {
     dh.fill(0);

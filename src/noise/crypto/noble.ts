@@ -9,6 +9,7 @@ type AeadFactory = typeof chacha20poly1305;
 
 function seal(cipher: AeadFactory, out: Uint8Array, key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): number {
   // Noble allocates its result; copying keeps the in-place contract of the interface.
+  if (out.length < plaintext.length + TAG_LENGTH) return -1;
   const sealed = cipher(key, nonce, ad).encrypt(plaintext);
   out.set(sealed);
   return sealed.length;
@@ -22,6 +23,7 @@ function open(cipher: AeadFactory, out: Uint8Array, key: Uint8Array, nonce: Uint
   } catch {
     return -1;
   }
+  if (out.length < opened.length) return -1;
   out.set(opened);
   return opened.length;
 }
