@@ -1,16 +1,48 @@
 #!/usr/bin/env node
-/** The `wgts` command. */
-import { Command } from 'commander';
+/** The `wgts` command: `wgts [-f] <ifname>` runs the daemon (as `wireguard-go <ifname>`); the rest are subcommands. */
+import { Command, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { runConformanceCommand } from './cli/conformance.ts';
 import { genkey, pubkey } from './cli/keys.ts';
+import { launchInBackground } from './cli/launcher.ts';
 
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
+/** LOG_LEVEL as wireguard-go reads it (verbose|error|silent), plus pino's names. */
+export function logLevelFromEnv(value: string | undefined): string {
+  switch (value) {
+    case undefined:
+    case '':
+      return 'info';
+    case 'verbose':
+      return 'debug';
+    case 'silent':
+      return 'silent';
+    default:
+      return ['fatal', 'error', 'warn', 'info', 'debug', 'trace'].includes(value) ? value : 'info';
+  }
+}
+
 const program = new Command()
   .name('wgts')
-  .description('Userspace WireGuard in TypeScript')
-  .version(version, '-v, --version');
+  .description('Userspace WireGuard in TypeScript.\n\n  wgts [-f] <ifname>   create the TUN <ifname> and serve its UAPI socket, like wireguard-go')
+  .version(version, '-v, --version')
+  .argument('[ifname]', 'interface to create and serve')
+  .option('-f, --foreground', 'stay in the foreground (also WG_PROCESS_FOREGROUND=1)')
+  .addOption(new Option('--persist', 'keep the interface, its addresses and routes when the daemon exits'))
+  .action(async (ifname: string | undefined, options: { foreground?: boolean; persist?: boolean }) => {
+    if (!ifname) {
+      program.help();
+      return;
+    }
+    const foreground = options.foreground || process.env.WG_PROCESS_FOREGROUND === '1';
+    if (!foreground) {
+      process.exitCode = await launchInBackground(process.argv.slice(1), process.env.WGTS_LOG_FILE);
+      return;
+    }
+    const { runDaemon } = await import('./daemon/daemon.ts');
+    process.exitCode = await runDaemon({ ifname, persist: options.persist ?? false, logLevel: logLevelFromEnv(process.env.LOG_LEVEL) });
+  });
 
 program
   .command('genkey')

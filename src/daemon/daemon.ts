@@ -1,0 +1,86 @@
+/**
+ * The `wgts <ifname>` daemon: a TUN named ifname, a UDP socket, a Device, and the UAPI socket
+ * that wg and wg-quick drive. Exits on SIGINT/SIGTERM, when the TUN is deleted, or when the
+ * UAPI socket file is removed — as wireguard-go does.
+ */
+import pino from 'pino';
+import { Device } from '../device/device.ts';
+import type { Logger } from '../device/logger.ts';
+import { isValidInterfaceName, UapiServer } from '../device/uapi-server.ts';
+import { defaultBackend } from '../noise/crypto/index.ts';
+import { TunDevice } from '../tun/tun-device.ts';
+import { reportReady } from '../cli/launcher.ts';
+import { TunPump, udpTransports } from './io.ts';
+
+export interface DaemonOptions {
+  readonly ifname: string;
+  /** Keep the interface (and its addresses and routes) when the daemon exits. */
+  readonly persist?: boolean;
+  readonly logLevel?: string;
+  readonly uapiDir?: string;
+}
+
+export function createLogger(level: string, ifname: string): pino.Logger {
+  return pino({ level, base: { ifname } }, pino.destination(2));
+}
+
+export async function runDaemon(options: DaemonOptions): Promise<number> {
+  const { ifname } = options;
+  const logger = createLogger(options.logLevel ?? 'info', ifname);
+  if (!isValidInterfaceName(ifname)) {
+    const message = `"${ifname}" is not a valid interface name (1–15 characters, no '/', ':' or spaces)`;
+    logger.error(message);
+    reportReady(message);
+    return 1;
+  }
+  let tun: TunDevice;
+  try {
+    tun = TunDevice.open(ifname, { persist: options.persist ?? false });
+  } catch (err) {
+    const message = `cannot create TUN ${ifname}: ${(err as Error).message}`;
+    logger.error(message);
+    reportReady(message);
+    return 1;
+  }
+  const backend = defaultBackend();
+  const pump = new TunPump(tun);
+  const device = new Device({ backend, tun: pump, openTransport: udpTransports(logger as Logger), logger: logger as Logger });
+  const uapi = new UapiServer();
+  let finish!: (code: number) => void;
+  const finished = new Promise<number>((resolve) => (finish = resolve));
+  let stopping = false;
+  const stop = async (reason: string, code = 0): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ reason }, 'shutting down');
+    await uapi.close().catch(() => {});
+    device.close();
+    tun.close();
+    finish(code);
+  };
+  try {
+    device.start(0);
+    pump.start(device, (err) => void stop(`TUN failed: ${err.message}`, 1));
+    await uapi.listen(ifname, device, {
+      ...(options.uapiDir ? { dir: options.uapiDir } : {}),
+      log: (message) => logger.warn({ uapi: message }, 'bad UAPI request'),
+    });
+  } catch (err) {
+    const message = `cannot start ${ifname}: ${(err as Error).message}`;
+    logger.error(message);
+    reportReady(message);
+    device.close();
+    tun.close();
+    return 1;
+  }
+  uapi.once('socketRemoved', () => void stop('UAPI socket removed'));
+  const onSignal = (signal: NodeJS.Signals) => void stop(signal);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  logger.info({ crypto: backend.name, port: device.listenPort, persist: options.persist ?? false }, 'interface up, UAPI listening');
+  reportReady();
+  const code = await finished;
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  return code;
+}

@@ -1,0 +1,339 @@
+/**
+ * The WireGuard device: private key, listen port, fwmark, peers, cryptokey routing, and the
+ * two packet paths (send.ts: TUN → UDP; receive.ts: UDP → TUN). I/O is injected: the daemon
+ * plugs in the native TUN and UDP socket, tests plug in memory. Configuration goes through
+ * apply(), all or nothing.
+ */
+import type { CryptoBackend } from '../noise/crypto/backend.ts';
+import { CookieChecker } from '../noise/cookie.ts';
+import type { StaticIdentity } from '../noise/handshake.ts';
+import { clearHandshake, createStaticIdentity } from '../noise/handshake.ts';
+import type { Keypair } from '../noise/keypair.ts';
+import { Action, onEvent, setPersistentKeepalive } from '../noise/timers.ts';
+import type { TimerEvent } from '../noise/timers.ts';
+import { REKEY_TIMEOUT_JITTER_MAX } from '../noise/constants.ts';
+import { AllowedIps } from './allowed-ips.ts';
+import type { ConfigTransaction, DeviceControl, DeviceSnapshot, PeerChange } from './config.ts';
+import { ConfigError, EADDRINUSE, EINVAL } from './config.ts';
+import { clearSource, ENDPOINT_SIZE, readEndpointRecord, writeEndpointRecord } from './endpoint.ts';
+import { IndexTable } from './index-table.ts';
+import { Peer } from './peer.ts';
+import { RateLimiter } from './rate-limiter.ts';
+import { DeviceCounters } from './counters.ts';
+import type { Logger } from './logger.ts';
+import { silentLogger } from './logger.ts';
+import * as send from './send.ts';
+import * as receive from './receive.ts';
+
+/** Writes a batch of IP packets to the TUN: packet i is slab[offsets[i] .. + lengths[i]). */
+export interface PacketTunnel {
+  write(slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, count: number): number;
+  readonly mtu: number;
+}
+
+/** A bound UDP socket. Datagram i goes to the endpoint record at addrs[i * 40]. */
+export interface DatagramTransport {
+  readonly port: number;
+  send(slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, addrs: Uint8Array, count: number): number;
+  setMark(mark: number): void;
+  close(): void;
+}
+
+/** Receives datagram batches: datagram i at slab[offsets[i]] with 16 spare bytes after it at most… see receive.ts. */
+export type DatagramHandler = (slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, addrs: Uint8Array, count: number) => void;
+
+/** Binds a UDP socket on port (0 = any) with the fwmark, delivering received batches to onDatagrams. */
+export type TransportFactory = (port: number, fwmark: number, onDatagrams: DatagramHandler) => DatagramTransport;
+
+export interface DeviceOptions {
+  readonly backend: CryptoBackend;
+  readonly tun: PacketTunnel;
+  readonly openTransport: TransportFactory;
+  readonly logger?: Logger;
+  /** Monotonic milliseconds. */
+  readonly now?: () => number;
+  /** Wall-clock Unix milliseconds (handshake timestamps, last_handshake_time). */
+  readonly epochMs?: () => number;
+  /** Most packets the device sends in one batch. */
+  readonly batchSize?: number;
+}
+
+/** What an index in the receiver-index table points at. */
+export interface IndexEntry {
+  readonly peer: Peer;
+  keypair: Keypair | undefined;
+}
+
+export class Device implements DeviceControl {
+  readonly backend: CryptoBackend;
+  readonly tun: PacketTunnel;
+  readonly logger: Logger;
+  readonly now: () => number;
+  readonly epochMs: () => number;
+  readonly batchSize: number;
+  readonly counters = new DeviceCounters();
+  readonly allowedIps = new AllowedIps<Peer>();
+  readonly indices = new IndexTable<IndexEntry>();
+  readonly peers = new Map<string, Peer>();
+  readonly rateLimiter = new RateLimiter();
+  identity: StaticIdentity | undefined;
+  cookieChecker: CookieChecker | undefined;
+  transport: DatagramTransport | undefined;
+  listenPort = 0;
+  fwmark = 0;
+  closed = false;
+  /** Handshake messages waiting for processing (see receive.ts). */
+  readonly handshakeQueue: receive.QueuedHandshake[] = [];
+  lastUnderLoadAt = -Infinity;
+  private readonly openTransport: TransportFactory;
+  private configuring: Promise<void> = Promise.resolve();
+
+  constructor(options: DeviceOptions) {
+    this.backend = options.backend;
+    this.tun = options.tun;
+    this.openTransport = options.openTransport;
+    this.logger = options.logger ?? silentLogger;
+    this.now = options.now ?? (() => performance.now());
+    this.epochMs = options.epochMs ?? (() => Date.now());
+    this.batchSize = options.batchSize ?? 128;
+    send.initSendBuffers(this);
+    receive.initReceiveBuffers(this);
+  }
+
+  /** Binds the UDP socket (port 0: any). Call once before traffic flows. */
+  start(port = 0): void {
+    this.bind(port);
+  }
+
+  private bind(port: number): void {
+    const transport = this.openTransport(port, this.fwmark, (slab, offsets, lengths, addrs, count) =>
+      receive.receiveDatagrams(this, slab, offsets, lengths, addrs, count),
+    );
+    this.transport?.close();
+    this.transport = transport;
+    this.listenPort = transport.port;
+  }
+
+  /** Called by the TUN reader with a batch of outgoing IP packets (see send.ts for the layout). */
+  handleTunPackets(slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, count: number): void {
+    send.sendTunPackets(this, slab, offsets, lengths, count);
+  }
+
+  // ---- configuration ---------------------------------------------------------------------
+
+  snapshot(): DeviceSnapshot {
+    return {
+      privateKey: this.identity ? Uint8Array.from(this.identity.privateKey) : undefined,
+      listenPort: this.listenPort,
+      fwmark: this.fwmark,
+      peers: [...this.peers.values()].map((p) => ({
+        publicKey: p.publicKey,
+        presharedKey: p.presharedKey,
+        endpoint: p.hasEndpoint ? readEndpointRecord(p.endpoint, 0) : undefined,
+        lastHandshakeEpochMs: p.lastHandshakeEpochMs,
+        rxBytes: p.rxBytes,
+        txBytes: p.txBytes,
+        persistentKeepaliveInterval: p.persistentKeepaliveInterval,
+        allowedIps: this.allowedIps.entriesOf(p),
+      })),
+    };
+  }
+
+  /** Serialised: concurrent UAPI connections apply one transaction at a time. */
+  apply(tx: ConfigTransaction): Promise<void> {
+    const run = this.configuring.then(() => this.applyNow(tx));
+    this.configuring = run.catch(() => {});
+    return run;
+  }
+
+  private applyNow(tx: ConfigTransaction): void {
+    if (this.closed) throw new ConfigError('device is closed', EINVAL);
+    validate(tx);
+    // The only step that can fail after validation is binding a new port: do it first.
+    if (tx.listenPort !== undefined && (tx.listenPort !== this.listenPort || !this.transport)) {
+      try {
+        this.bind(tx.listenPort);
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        throw new ConfigError(`cannot listen on port ${tx.listenPort}: ${e.message}`, e.code === 'EADDRINUSE' ? EADDRINUSE : EINVAL);
+      }
+    }
+    if (tx.fwmark !== undefined && tx.fwmark !== this.fwmark) {
+      this.fwmark = tx.fwmark;
+      this.transport?.setMark(tx.fwmark);
+    }
+    if (tx.privateKey !== undefined) this.setPrivateKey(tx.privateKey);
+    if (tx.replacePeers) for (const peer of [...this.peers.values()]) this.removePeer(peer);
+    for (const change of tx.peers ?? []) this.applyPeer(change);
+  }
+
+  private setPrivateKey(privateKey: Uint8Array): void {
+    const zero = privateKey.every((b) => b === 0);
+    if (zero) {
+      this.identity = undefined;
+      this.cookieChecker = undefined;
+    } else {
+      if (this.identity && Buffer.from(this.identity.privateKey).equals(Buffer.from(privateKey))) return;
+      this.identity = createStaticIdentity(this.backend, privateKey);
+      if (this.cookieChecker) this.cookieChecker.setKeys(this.identity.mac1Key, this.identity.cookieKey);
+      else this.cookieChecker = new CookieChecker(this.backend, this.identity.mac1Key, this.identity.cookieKey);
+    }
+    const ownKey = this.identity?.publicKey;
+    for (const peer of [...this.peers.values()]) {
+      // A peer with our own public key is meaningless (wireguard-go removes it).
+      if (ownKey && Buffer.from(ownKey).equals(Buffer.from(peer.publicKey))) {
+        this.removePeer(peer);
+        continue;
+      }
+      this.resetSessions(peer);
+      peer.rekey(this.backend, this.identity);
+    }
+  }
+
+  private applyPeer(change: PeerChange): void {
+    const hex = Buffer.from(change.publicKey).toString('hex');
+    let peer = this.peers.get(hex);
+    if (change.remove) {
+      if (peer) this.removePeer(peer);
+      return;
+    }
+    if (this.identity && Buffer.from(this.identity.publicKey).equals(Buffer.from(change.publicKey))) return;
+    if (!peer) {
+      if (change.updateOnly) return;
+      peer = new Peer(change.publicKey, (kp) => this.retireKeypair(kp));
+      peer.rekey(this.backend, this.identity);
+      this.peers.set(hex, peer);
+    }
+    const now = this.now();
+    if (change.presharedKey !== undefined && !Buffer.from(change.presharedKey).equals(Buffer.from(peer.presharedKey))) {
+      peer.presharedKey = Uint8Array.from(change.presharedKey);
+      peer.rekey(this.backend, this.identity);
+    }
+    if (change.endpoint !== undefined) {
+      writeEndpointRecord(peer.endpoint, 0, change.endpoint);
+      peer.hasEndpoint = true;
+    }
+    if (change.replaceAllowedIps) this.allowedIps.removeValue(peer);
+    for (const cidr of change.removeAllowedIps ?? []) this.allowedIps.remove(cidr, peer);
+    for (const cidr of change.addAllowedIps ?? []) this.allowedIps.insert(cidr, peer);
+    if (change.persistentKeepaliveInterval !== undefined && change.persistentKeepaliveInterval !== peer.persistentKeepaliveInterval) {
+      peer.persistentKeepaliveInterval = change.persistentKeepaliveInterval;
+      const actions = setPersistentKeepalive(peer.timers, change.persistentKeepaliveInterval * 1000, now);
+      this.perform(peer, actions);
+    }
+    this.schedule(peer);
+  }
+
+  removePeer(peer: Peer): void {
+    peer.removed = true;
+    onEvent(peer.timers, 'stop', this.now());
+    if (peer.timer) clearTimeout(peer.timer);
+    peer.timer = undefined;
+    peer.armedAt = Infinity;
+    this.resetSessions(peer);
+    peer.staged = [];
+    this.allowedIps.removeValue(peer);
+    this.peers.delete(peer.publicKeyHex);
+  }
+
+  /** Drops every session and pending handshake of a peer (keys wiped, indices released). */
+  resetSessions(peer: Peer): void {
+    if (peer.handshake.localIndex !== 0 && this.indices.get(peer.handshake.localIndex)?.keypair === undefined) {
+      this.indices.release(peer.handshake.localIndex);
+    }
+    clearHandshake(peer.handshake);
+    peer.keypairs.clear();
+  }
+
+  private retireKeypair(keypair: Keypair): void {
+    this.indices.release(keypair.localIndex);
+    keypair.zero();
+  }
+
+  // ---- timers ----------------------------------------------------------------------------
+
+  /** Records a timer event for a peer and performs what it calls for. */
+  timerEvent(peer: Peer, event: TimerEvent): void {
+    const actions = onEvent(peer.timers, event, this.now(), this.jitter());
+    if (actions !== Action.None) this.perform(peer, actions);
+  }
+
+  jitter(): number {
+    return Math.floor(Math.random() * REKEY_TIMEOUT_JITTER_MAX);
+  }
+
+  /** Arms the peer's one real timer for its earliest deadline, if that moved earlier. */
+  schedule(peer: Peer): void {
+    if (peer.removed || this.closed) return;
+    const deadline = Math.min(
+      peer.timers.retransmitHandshakeAt,
+      peer.timers.sendKeepaliveAt,
+      peer.timers.newHandshakeAt,
+      peer.timers.zeroKeysAt,
+      peer.timers.persistentKeepaliveAt,
+    );
+    if (deadline >= peer.armedAt) return;
+    if (peer.timer) clearTimeout(peer.timer);
+    peer.armedAt = deadline;
+    if (deadline === Infinity) {
+      peer.timer = undefined;
+      return;
+    }
+    peer.timer = setTimeout(() => this.fire(peer), Math.max(0, deadline - this.now()));
+    peer.timer.unref();
+  }
+
+  private fire(peer: Peer): void {
+    peer.timer = undefined;
+    peer.armedAt = Infinity;
+    if (peer.removed || this.closed) return;
+    const actions = send.expireTimers(this, peer);
+    this.perform(peer, actions);
+    this.schedule(peer);
+  }
+
+  perform(peer: Peer, actions: number): void {
+    if (actions & Action.ClearEndpointSource) clearSource(peer.endpoint, 0);
+    if (actions & Action.ClearStaged) {
+      this.counters.drop('handshake-gave-up', peer.staged.length);
+      peer.staged = [];
+    }
+    if (actions & Action.ZeroKeys) this.resetSessions(peer);
+    if (actions & Action.SendInitiation) send.sendInitiation(this, peer);
+    if (actions & Action.SendKeepalive) send.sendKeepalive(this, peer);
+    this.schedule(peer);
+  }
+
+  // ---- lifecycle ---------------------------------------------------------------------------
+
+  close(): void {
+    if (this.closed) return;
+    for (const peer of [...this.peers.values()]) this.removePeer(peer);
+    this.closed = true;
+    this.transport?.close();
+    this.transport = undefined;
+  }
+
+  peerByKey(publicKey: Uint8Array): Peer | undefined {
+    return this.peers.get(Buffer.from(publicKey).toString('hex'));
+  }
+}
+
+function validate(tx: ConfigTransaction): void {
+  if (tx.privateKey !== undefined && tx.privateKey.length !== 32) throw new ConfigError('private_key must be 32 bytes');
+  if (tx.listenPort !== undefined && !(Number.isInteger(tx.listenPort) && tx.listenPort >= 0 && tx.listenPort <= 65535)) {
+    throw new ConfigError(`listen_port ${tx.listenPort} is out of range`);
+  }
+  if (tx.fwmark !== undefined && !(Number.isInteger(tx.fwmark) && tx.fwmark >= 0 && tx.fwmark <= 0xffff_ffff)) {
+    throw new ConfigError(`fwmark ${tx.fwmark} is out of range`);
+  }
+  for (const p of tx.peers ?? []) {
+    if (p.publicKey.length !== 32) throw new ConfigError('public_key must be 32 bytes');
+    if (p.presharedKey !== undefined && p.presharedKey.length !== 32) throw new ConfigError('preshared_key must be 32 bytes');
+    const ka = p.persistentKeepaliveInterval;
+    if (ka !== undefined && !(Number.isInteger(ka) && ka >= 0 && ka <= 65535)) throw new ConfigError(`persistent_keepalive_interval ${ka} is out of range`);
+    if (p.endpoint !== undefined && !(p.endpoint.port >= 1 && p.endpoint.port <= 65535)) throw new ConfigError(`endpoint port ${p.endpoint.port} is out of range`);
+  }
+}
+
+export { ENDPOINT_SIZE };

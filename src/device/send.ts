@@ -1,0 +1,214 @@
+/**
+ * The outbound path: IP packets from the TUN → allowed-IPs lookup → peer → seal in place →
+ * UDP batch. Packets for a peer without a session are staged (up to MAX_STAGED_PACKETS) and a
+ * handshake is requested. Also the control messages: initiations and keepalives.
+ *
+ * Batch layout contract: packet i sits at slab[offsets[i] .. + lengths[i]) with 16 writable
+ * bytes before it (the transport header is written there) and room after it for padding to a
+ * multiple of 16 (capped at the MTU) plus the 16-byte tag. Sealing is in place.
+ */
+import { MAX_STAGED_PACKETS, REJECT_AFTER_MESSAGES } from '../noise/constants.ts';
+import { tai64nFromUnixMs } from '../noise/crypto/tai64n.ts';
+import { createInitiation } from '../noise/handshake.ts';
+import { paddedLength } from '../noise/keypair.ts';
+import { INITIATION_LENGTH, MESSAGE_INITIATION, TAG_LENGTH, TRANSPORT_HEADER_LENGTH } from '../noise/messages.ts';
+import { expire } from '../noise/timers.ts';
+import type { Device } from './device.ts';
+import { copyRecord, ENDPOINT_SIZE } from './endpoint.ts';
+import type { Peer } from './peer.ts';
+
+/** Room a packet needs around it in a slab: header before, padding and tag after. */
+export const HEADROOM = TRANSPORT_HEADER_LENGTH;
+export const TAILROOM = 16 + TAG_LENGTH;
+
+/** Reused arrays for one outgoing UDP batch, and a buffer for control messages. */
+export class SendScratch {
+  readonly offsets: Int32Array;
+  readonly lengths: Int32Array;
+  readonly addrs: Uint8Array;
+  readonly control = new Uint8Array(256);
+  readonly controlOffsets = new Int32Array(1);
+  readonly controlLengths = new Int32Array(1);
+  readonly controlAddr = new Uint8Array(ENDPOINT_SIZE);
+  readonly ephemeral = new Uint8Array(32);
+  readonly timestamp = new Uint8Array(12);
+
+  constructor(batchSize: number) {
+    this.offsets = new Int32Array(batchSize);
+    this.lengths = new Int32Array(batchSize);
+    this.addrs = new Uint8Array(batchSize * ENDPOINT_SIZE);
+  }
+}
+
+const scratchOf = new WeakMap<Device, SendScratch>();
+
+export function initSendBuffers(device: Device): void {
+  scratchOf.set(device, new SendScratch(device.batchSize));
+}
+
+function scratch(device: Device): SendScratch {
+  return scratchOf.get(device)!;
+}
+
+/** The peer whose allowed IPs contain the packet's destination, or undefined. */
+function routeOf(device: Device, slab: Uint8Array, offset: number, length: number): Peer | undefined | null {
+  const version = slab[offset]! >> 4;
+  if (version === 4 && length >= 20) return device.allowedIps.lookupV4(slab, offset + 16);
+  if (version === 6 && length >= 40) return device.allowedIps.lookupV6(slab, offset + 24);
+  return null;
+}
+
+export function sendTunPackets(device: Device, slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, count: number): void {
+  const s = scratch(device);
+  const transport = device.transport;
+  const now = device.now();
+  const mtu = device.tun.mtu;
+  let out = 0;
+  for (let i = 0; i < count; i++) {
+    const offset = offsets[i]!;
+    const length = lengths[i]!;
+    const peer = routeOf(device, slab, offset, length);
+    if (peer === null) {
+      device.counters.drop('invalid-packet');
+      continue;
+    }
+    if (peer === undefined) {
+      device.counters.drop('no-route');
+      continue;
+    }
+    const keypair = peer.keypairs.current;
+    if (!keypair || keypair.isExpired(now) || keypair.sendCounter >= REJECT_AFTER_MESSAGES || !peer.hasEndpoint || !transport) {
+      stage(device, peer, slab.subarray(offset, offset + length));
+      continue;
+    }
+    const padded = paddedLength(length, mtu);
+    slab.fill(0, offset + length, offset + padded);
+    const header = offset - HEADROOM;
+    const written = keypair.seal(device.backend, slab.subarray(offset, offset + padded), slab.subarray(header, offset + padded + TAG_LENGTH), now);
+    if (written < 0) {
+      stage(device, peer, slab.subarray(offset, offset + length));
+      continue;
+    }
+    if (out === s.offsets.length) {
+      flush(device, slab, out);
+      out = 0;
+    }
+    s.offsets[out] = header;
+    s.lengths[out] = written;
+    copyRecord(s.addrs, out * ENDPOINT_SIZE, peer.endpoint, 0);
+    out++;
+    peer.txBytes += written;
+    device.timerEvent(peer, 'data-sent');
+    device.timerEvent(peer, 'authenticated-sent');
+    device.timerEvent(peer, 'authenticated-traversal');
+    if (keypair.wantsRekeyOnSend(now)) device.timerEvent(peer, 'want-handshake');
+    device.schedule(peer);
+  }
+  if (out > 0) flush(device, slab, out);
+}
+
+function flush(device: Device, slab: Uint8Array, count: number): void {
+  const s = scratch(device);
+  const sent = device.transport!.send(slab, s.offsets, s.lengths, s.addrs, count);
+  if (sent < count) device.counters.drop('udp-send', count - sent);
+}
+
+/** Keeps a copy of a packet until the peer has a session, and asks for one. */
+function stage(device: Device, peer: Peer, packet: Uint8Array): void {
+  if (peer.staged.length >= MAX_STAGED_PACKETS) {
+    peer.staged.shift();
+    device.counters.drop('staged-overflow');
+  }
+  peer.staged.push(Uint8Array.from(packet));
+  if (!peer.hasEndpoint) device.counters.drop('no-endpoint', 0);
+  device.timerEvent(peer, 'want-handshake');
+}
+
+/** Sends what was staged, now that the peer has a session. */
+export function sendStaged(device: Device, peer: Peer): void {
+  const packets = peer.staged;
+  if (packets.length === 0) return;
+  peer.staged = [];
+  const slot = HEADROOM + device.tun.mtu + TAILROOM + 64;
+  const biggest = packets.reduce((m, p) => Math.max(m, p.length), 0);
+  const slotSize = Math.max(slot, HEADROOM + biggest + TAILROOM);
+  const slab = new Uint8Array(slotSize * packets.length);
+  const offsets = new Int32Array(packets.length);
+  const lengths = new Int32Array(packets.length);
+  packets.forEach((p, i) => {
+    offsets[i] = i * slotSize + HEADROOM;
+    lengths[i] = p.length;
+    slab.set(p, offsets[i]);
+  });
+  for (let start = 0; start < packets.length; start += device.batchSize) {
+    const n = Math.min(device.batchSize, packets.length - start);
+    sendTunPackets(device, slab, offsets.subarray(start, start + n), lengths.subarray(start, start + n), n);
+  }
+}
+
+/** Sends one control message (handshake, cookie reply, keepalive) to an endpoint record. */
+export function sendControl(device: Device, bytes: Uint8Array, record: Uint8Array, recordOffset: number): boolean {
+  const transport = device.transport;
+  if (!transport) return false;
+  const s = scratch(device);
+  if (bytes.buffer !== s.control.buffer || bytes.byteOffset !== s.control.byteOffset) s.control.set(bytes);
+  s.controlOffsets[0] = 0;
+  s.controlLengths[0] = bytes.length;
+  copyRecord(s.controlAddr, 0, record, recordOffset);
+  const sent = transport.send(s.control, s.controlOffsets, s.controlLengths, s.controlAddr, 1);
+  if (sent < 1) device.counters.drop('udp-send');
+  return sent === 1;
+}
+
+function sendToPeer(device: Device, peer: Peer, bytes: Uint8Array): void {
+  if (!sendControl(device, bytes, peer.endpoint, 0)) return;
+  peer.txBytes += bytes.length;
+  device.timerEvent(peer, 'authenticated-sent');
+  device.timerEvent(peer, 'authenticated-traversal');
+}
+
+export function sendInitiation(device: Device, peer: Peer): void {
+  const identity = device.identity;
+  if (!identity || !peer.keys || !peer.cookies) {
+    device.counters.drop('no-key', 0);
+    return;
+  }
+  if (!peer.hasEndpoint) return;
+  const s = scratch(device);
+  const hs = peer.handshake;
+  if (hs.localIndex !== 0 && device.indices.get(hs.localIndex)?.keypair === undefined) device.indices.release(hs.localIndex);
+  const index = device.indices.allocate({ peer, keypair: undefined });
+  device.backend.randomBytes(s.ephemeral);
+  tai64nFromUnixMs(s.timestamp, device.epochMs());
+  const msg = s.control.subarray(0, INITIATION_LENGTH);
+  const created = createInitiation(device.backend, identity, peer.keys, hs, { ephemeralPrivate: s.ephemeral, timestamp: s.timestamp, senderIndex: index }, msg);
+  s.ephemeral.fill(0);
+  if (!created.ok) {
+    device.indices.release(index);
+    device.counters.handshakeError(created.error);
+    return;
+  }
+  peer.cookies.addMacs(msg, MESSAGE_INITIATION, device.now());
+  device.counters.initiationsSent++;
+  device.logger.debug({ peer: peer.publicKeyHex.slice(0, 8) }, 'sending handshake initiation');
+  sendToPeer(device, peer, msg);
+  device.timerEvent(peer, 'handshake-initiated');
+}
+
+export function sendKeepalive(device: Device, peer: Peer): void {
+  const now = device.now();
+  const keypair = peer.keypairs.current;
+  if (!keypair || keypair.isExpired(now) || !peer.hasEndpoint) {
+    device.timerEvent(peer, 'want-handshake');
+    return;
+  }
+  const s = scratch(device);
+  const n = keypair.seal(device.backend, s.control.subarray(HEADROOM, HEADROOM), s.control, now);
+  if (n < 0) return;
+  device.counters.keepalivesSent++;
+  sendToPeer(device, peer, s.control.subarray(0, n));
+}
+
+export function expireTimers(device: Device, peer: Peer): number {
+  return expire(peer.timers, device.now(), device.jitter());
+}

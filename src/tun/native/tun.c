@@ -1,0 +1,272 @@
+/*
+ * TUN device: open/attach (TUNSETIFF), persistence, MTU and IFF_UP by interface name, and batched
+ * non-blocking read()/write() of whole IP packets between the fd and a caller-owned slab.
+ *
+ * IFF_NO_PI: each read()/write() is exactly one bare IP packet (no 4-byte packet-info header); the
+ * kernel tells IPv4 from IPv6 by the version nibble. IFF_VNET_HDR offloads are not used (yet).
+ */
+#include "common.h"
+
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define TUN_PATH "/dev/net/tun"
+
+/* Reads an interface name argument: throws (code EINVAL, syscall `op`) when it cannot fit IFNAMSIZ. */
+static bool get_ifname(napi_env env, napi_value v, const char *op, char name[IFNAMSIZ]) {
+  char buf[256];
+  size_t len = 0;
+  if (!wgts_get_string(env, v, "name", buf, sizeof buf, &len)) return false;
+  if (len >= IFNAMSIZ || memchr(buf, '\0', len) != NULL) {
+    /* The kernel would refuse it too; the fixed-size ifr_name cannot even carry it. */
+    wgts_throw_errno(env, EINVAL, op, buf);
+    return false;
+  }
+  memset(name, 0, IFNAMSIZ);
+  memcpy(name, buf, len);
+  return true;
+}
+
+/* tunOpen(name, persist) -> { fd, name }. name "" or with %d lets the kernel pick the number. */
+static napi_value tun_open(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char name[IFNAMSIZ];
+  bool persist;
+  if (!wgts_get_args(env, info, 2, argv) || !get_ifname(env, argv[0], "TUNSETIFF", name) ||
+      !wgts_get_bool(env, argv[1], "persist", &persist))
+    return NULL;
+
+  /* O_NONBLOCK: reads/writes run on the JS thread driven by uv_poll and must never block it. */
+  int fd = open(TUN_PATH, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    wgts_throw_errno(env, errno, "open", TUN_PATH);
+    return NULL;
+  }
+
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  memcpy(ifr.ifr_name, name, IFNAMSIZ);
+  /* Creates the interface, or attaches to an existing (persistent) one of the same type. */
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int err = errno;
+    close(fd);
+    wgts_throw_errno(env, err, "TUNSETIFF", name);
+    return NULL;
+  }
+  ifr.ifr_name[IFNAMSIZ - 1] = '\0';
+
+  /* Persistent interfaces outlive the fd (so a restarted daemon can re-attach); off is left alone. */
+  if (persist && ioctl(fd, TUNSETPERSIST, 1L) < 0) {
+    int err = errno;
+    close(fd);
+    wgts_throw_errno(env, err, "TUNSETPERSIST", ifr.ifr_name);
+    return NULL;
+  }
+
+  napi_value result, fd_value, name_value;
+  if (napi_create_object(env, &result) != napi_ok || napi_create_int32(env, fd, &fd_value) != napi_ok ||
+      napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &name_value) != napi_ok ||
+      napi_set_named_property(env, result, "fd", fd_value) != napi_ok ||
+      napi_set_named_property(env, result, "name", name_value) != napi_ok) {
+    close(fd);
+    wgts_throw_napi_failure(env, "tunOpen result");
+    return NULL;
+  }
+  return result;
+}
+
+/* tunSetPersist(fd, persist): clearing it makes the interface disappear with its last fd. */
+static napi_value tun_set_persist(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int32_t fd;
+  bool persist;
+  if (!wgts_get_args(env, info, 2, argv) || !wgts_get_int32(env, argv[0], "fd", &fd) ||
+      !wgts_get_bool(env, argv[1], "persist", &persist))
+    return NULL;
+  if (ioctl(fd, TUNSETPERSIST, persist ? 1L : 0L) < 0) wgts_throw_errno(env, errno, "TUNSETPERSIST", NULL);
+  return NULL;
+}
+
+/*
+ * Interface ioctls (MTU, flags) are addressed by name through any socket of the current network
+ * namespace; a throwaway datagram socket is the conventional handle for them.
+ */
+static int ifreq_ioctl(napi_env env, unsigned long request, const char *op, struct ifreq *ifr) {
+  int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) {
+    wgts_throw_errno(env, errno, "socket", NULL);
+    return -1;
+  }
+  int rc = ioctl(sock, request, ifr);
+  int err = errno;
+  close(sock);
+  if (rc < 0) {
+    wgts_throw_errno(env, err, op, ifr->ifr_name);
+    return -1;
+  }
+  return 0;
+}
+
+/* setMtu(name, mtu) */
+static napi_value set_mtu(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  struct ifreq ifr;
+  int32_t mtu;
+  memset(&ifr, 0, sizeof ifr);
+  if (!wgts_get_args(env, info, 2, argv) || !get_ifname(env, argv[0], "SIOCSIFMTU", ifr.ifr_name) ||
+      !wgts_get_int32(env, argv[1], "mtu", &mtu))
+    return NULL;
+  ifr.ifr_mtu = mtu;
+  ifreq_ioctl(env, SIOCSIFMTU, "SIOCSIFMTU", &ifr);
+  return NULL;
+}
+
+/* getMtu(name) -> number */
+static napi_value get_mtu(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  if (!wgts_get_args(env, info, 1, argv) || !get_ifname(env, argv[0], "SIOCGIFMTU", ifr.ifr_name)) return NULL;
+  if (ifreq_ioctl(env, SIOCGIFMTU, "SIOCGIFMTU", &ifr) < 0) return NULL;
+  return wgts_int32(env, ifr.ifr_mtu);
+}
+
+/* setUp(name, up): sets or clears IFF_UP, keeping the other flags. */
+static napi_value set_up(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  struct ifreq ifr;
+  bool up;
+  memset(&ifr, 0, sizeof ifr);
+  if (!wgts_get_args(env, info, 2, argv) || !get_ifname(env, argv[0], "SIOCGIFFLAGS", ifr.ifr_name) ||
+      !wgts_get_bool(env, argv[1], "up", &up))
+    return NULL;
+  if (ifreq_ioctl(env, SIOCGIFFLAGS, "SIOCGIFFLAGS", &ifr) < 0) return NULL;
+  if (up)
+    ifr.ifr_flags |= IFF_UP;
+  else
+    ifr.ifr_flags &= ~IFF_UP;
+  ifreq_ioctl(env, SIOCSIFFLAGS, "SIOCSIFFLAGS", &ifr);
+  return NULL;
+}
+
+/*
+ * readBatch(fd, slab, slotSize, lengths, count) -> n
+ * Up to count reads; packet i lands at slab[i * slotSize] with its length in lengths[i]. Stops at
+ * EAGAIN; 0 means nothing was ready. The kernel silently truncates a packet longer than the buffer,
+ * so each read also offers one spare byte: a packet that reaches it did not fit its slot and is
+ * reported as length -1 (drop it; slots should hold the MTU). An error after some packets returns
+ * those packets; the next call reports it.
+ */
+static napi_value read_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int32_t fd, slot_size, count;
+  uint8_t *slab;
+  int32_t *lengths;
+  size_t slab_len, lengths_len;
+  if (!wgts_get_args(env, info, 5, argv) || !wgts_get_int32(env, argv[0], "fd", &fd) ||
+      !wgts_get_typed(env, argv[1], "slab", napi_uint8_array, (void **)&slab, &slab_len) ||
+      !wgts_get_int32(env, argv[2], "slotSize", &slot_size) ||
+      !wgts_get_typed(env, argv[3], "lengths", napi_int32_array, (void **)&lengths, &lengths_len) ||
+      !wgts_get_int32(env, argv[4], "count", &count))
+    return NULL;
+  if (slot_size <= 0 || count < 0 || (size_t)count > lengths_len ||
+      !wgts_in_bounds(0, (int64_t)count * slot_size, slab_len)) {
+    wgts_range_error(env, "readBatch: count slots of slotSize must fit slab and lengths");
+    return NULL;
+  }
+
+  uint8_t spare;
+  struct iovec iov[2] = {{.iov_base = NULL, .iov_len = (size_t)slot_size}, {.iov_base = &spare, .iov_len = 1}};
+  int32_t n = 0;
+  while (n < count) {
+    iov[0].iov_base = slab + (size_t)n * (size_t)slot_size;
+    ssize_t r = readv(fd, iov, 2);
+    if (r > 0) {
+      lengths[n++] = r > slot_size ? -1 : (int32_t)r;
+      continue;
+    }
+    if (r == 0) break; /* not expected from a TUN; treat like "nothing more" */
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+    if (n > 0) break; /* hand over what we have; the error repeats on the next call */
+    wgts_throw_errno(env, errno, "readv", NULL);
+    return NULL;
+  }
+  return wgts_int32(env, n);
+}
+
+/*
+ * writeBatch(fd, slab, offsets, lengths, count, stats?) -> n
+ * write()s packet i = slab[offsets[i] .. offsets[i] + lengths[i]) in order. n is how many packets
+ * were consumed (written, or refused by the kernel and dropped); n < count only when the fd would
+ * block (EAGAIN): resume from packet n once it is writable. stats (optional Int32Array, >= 2):
+ * [0] packets dropped in this call, [1] negative errno of the last drop (0 if none).
+ * Throws only when the fd itself is unusable and nothing was consumed yet.
+ */
+static napi_value write_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  int32_t fd, count;
+  uint8_t *slab;
+  int32_t *offsets, *lengths, *stats;
+  size_t slab_len, offsets_len, lengths_len;
+  if (!wgts_get_args(env, info, 6, argv) || !wgts_get_int32(env, argv[0], "fd", &fd) ||
+      !wgts_get_typed(env, argv[1], "slab", napi_uint8_array, (void **)&slab, &slab_len) ||
+      !wgts_get_typed(env, argv[2], "offsets", napi_int32_array, (void **)&offsets, &offsets_len) ||
+      !wgts_get_typed(env, argv[3], "lengths", napi_int32_array, (void **)&lengths, &lengths_len) ||
+      !wgts_get_int32(env, argv[4], "count", &count) ||
+      !wgts_get_optional_i32(env, argv[5], "stats", 2, &stats))
+    return NULL;
+  if (count < 0 || (size_t)count > offsets_len || (size_t)count > lengths_len) {
+    wgts_range_error(env, "writeBatch: count exceeds offsets/lengths");
+    return NULL;
+  }
+  for (int32_t i = 0; i < count; i++) {
+    if (!wgts_in_bounds(offsets[i], lengths[i], slab_len)) {
+      wgts_range_error(env, "writeBatch: a packet lies outside slab");
+      return NULL;
+    }
+  }
+
+  int32_t n = 0, dropped = 0, last_err = 0;
+  while (n < count) {
+    ssize_t r = write(fd, slab + offsets[n], (size_t)lengths[n]);
+    if (r >= 0) {
+      n++;
+      continue;
+    }
+    int err = errno;
+    if (err == EINTR) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK) break;
+    if (wgts_fd_is_broken(err)) {
+      if (n > 0) break;
+      wgts_throw_errno(env, err, "write", NULL);
+      return NULL;
+    }
+    /* One packet refused (malformed, EINVAL; too big, EMSGSIZE; interface down, EIO): skip it. */
+    dropped++;
+    last_err = -err;
+    n++;
+  }
+  if (stats != NULL) {
+    stats[0] = dropped;
+    stats[1] = last_err;
+  }
+  return wgts_int32(env, n);
+}
+
+bool wgts_init_tun(napi_env env, napi_value exports) {
+  return wgts_export(env, exports, "tunOpen", tun_open) &&
+         wgts_export(env, exports, "tunSetPersist", tun_set_persist) &&
+         wgts_export(env, exports, "setMtu", set_mtu) && wgts_export(env, exports, "getMtu", get_mtu) &&
+         wgts_export(env, exports, "setUp", set_up) &&
+         wgts_export(env, exports, "readBatch", read_batch) &&
+         wgts_export(env, exports, "writeBatch", write_batch);
+}

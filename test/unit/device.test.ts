@@ -1,0 +1,140 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { Device } from '../../src/device/device.ts';
+import { createBackend } from '../../src/noise/crypto/index.ts';
+import { parseCidr } from '../../src/util/ip.ts';
+import { ipv4Packet, MemoryNet, RecordingTun, tunBatch, waitFor } from '../helpers/memory-net.ts';
+
+const backend = createBackend('sodium');
+const devices: Device[] = [];
+
+function key(): Uint8Array {
+  const k = new Uint8Array(32);
+  backend.randomBytes(k);
+  return k;
+}
+
+function makeDevice(net: MemoryNet, host: string, port: number) {
+  const tun = new RecordingTun();
+  const device = new Device({ backend, tun, openTransport: net.factory(host) });
+  device.start(port);
+  devices.push(device);
+  return { device, tun };
+}
+
+async function pair(net = new MemoryNet()) {
+  const a = makeDevice(net, '198.18.0.1', 51820);
+  const b = makeDevice(net, '198.18.0.2', 51820);
+  const ka = key();
+  const kb = key();
+  await a.device.apply({ privateKey: ka });
+  await b.device.apply({ privateKey: kb });
+  const pubA = a.device.identity!.publicKey;
+  const pubB = b.device.identity!.publicKey;
+  await a.device.apply({ peers: [{ publicKey: pubB, endpoint: { host: '198.18.0.2', port: 51820 }, addAllowedIps: [parseCidr('100.64.0.2/32')] }] });
+  await b.device.apply({ peers: [{ publicKey: pubA, addAllowedIps: [parseCidr('100.64.0.1/32')] }] });
+  return { net, a, b, pubA, pubB };
+}
+
+function send(device: Device, packets: Uint8Array[]) {
+  const batch = tunBatch(packets);
+  device.handleTunPackets(batch.slab, batch.offsets, batch.lengths, batch.count);
+}
+
+afterEach(() => {
+  for (const d of devices.splice(0)) d.close();
+});
+
+describe('Device over an in-memory underlay', () => {
+  it('stages packets, handshakes on demand, delivers them decrypted and in order', async () => {
+    const { a, b } = await pair();
+    const packets = [10, 100, 1000, 1380].map((n) => ipv4Packet('100.64.0.1', '100.64.0.2', n));
+    send(a.device, packets);
+    await waitFor(() => b.tun.packets.length === 4, 5000, 'staged packets delivered');
+    expect(b.tun.packets.map((p) => Buffer.from(p).toString('hex'))).toEqual(packets.map((p) => Buffer.from(p).toString('hex')));
+    const peerAtB = [...b.device.peers.values()][0]!;
+    // b learned a's endpoint from the handshake and promoted the session on the first data packet.
+    expect(peerAtB.hasEndpoint).toBe(true);
+    expect(peerAtB.keypairs.current).toBeDefined();
+    expect(peerAtB.lastHandshakeEpochMs).toBeGreaterThan(0);
+    // Reply flows back on the same session, no new handshake.
+    const before = a.device.counters.initiationsSent + b.device.counters.initiationsSent;
+    send(b.device, [ipv4Packet('100.64.0.2', '100.64.0.1', 64)]);
+    await waitFor(() => a.tun.packets.length === 1, 2000, 'reply');
+    expect(a.device.counters.initiationsSent + b.device.counters.initiationsSent).toBe(before);
+    const snapA = a.device.snapshot();
+    expect(snapA.peers[0]!.txBytes).toBeGreaterThan(2000);
+    expect(snapA.peers[0]!.rxBytes).toBeGreaterThan(0);
+  });
+
+  it('drops a decrypted packet whose source is outside the peer allowed IPs, and counts it', async () => {
+    const { a, b } = await pair();
+    // a routes 100.64.0.2 to b; b only allows 100.64.0.1 from a. Spoof the inner source.
+    await a.device.apply({ peers: [{ publicKey: [...a.device.peers.values()][0]!.publicKey, addAllowedIps: [parseCidr('100.64.9.0/24')] }] });
+    send(a.device, [ipv4Packet('100.64.0.1', '100.64.0.2', 20)]);
+    await waitFor(() => b.tun.packets.length === 1, 5000, 'legit packet');
+    send(a.device, [ipv4Packet('100.64.0.66', '100.64.0.2', 20)]);
+    await waitFor(() => b.device.counters.dropped('source-not-allowed') === 1, 2000, 'spoof dropped');
+    expect(b.tun.packets).toHaveLength(1);
+  });
+
+  it('drops a replayed transport message and counts it', async () => {
+    const { net, a, b } = await pair();
+    send(a.device, [ipv4Packet('100.64.0.1', '100.64.0.2', 20)]);
+    await waitFor(() => b.tun.packets.length === 1, 5000, 'first packet');
+    const data = net.log.filter((d) => d.bytes[0] === 4 && d.from.startsWith('198.18.0.1') && d.bytes.length > 32).at(-1)!;
+    net.inject(data.bytes, '198.18.0.1', 51820, '198.18.0.2:51820');
+    await waitFor(() => b.device.counters.dropped('replay') === 1, 2000, 'replay counted');
+    expect(b.tun.packets).toHaveLength(1);
+  });
+
+  it('roams: an authenticated packet from a new address moves the endpoint', async () => {
+    const { net, a, b } = await pair();
+    send(a.device, [ipv4Packet('100.64.0.1', '100.64.0.2', 20)]);
+    await waitFor(() => b.tun.packets.length === 1, 5000, 'first packet');
+    // a's traffic now appears from another address (NAT rebinding).
+    net.tap = (bytes, from, to) => {
+      if (from === '198.18.0.1:51820') {
+        setImmediate(() => net.inject(bytes, '198.18.1.1', 40001, to));
+        return [];
+      }
+      return undefined;
+    };
+    send(a.device, [ipv4Packet('100.64.0.1', '100.64.0.2', 20)]);
+    await waitFor(() => b.tun.packets.length === 2, 2000, 'second packet');
+    const snap = b.device.snapshot();
+    expect(snap.peers[0]!.endpoint).toEqual({ host: '198.18.1.1', port: 40001 });
+  });
+
+  it('ignores garbage without touching state', async () => {
+    const { net, b } = await pair();
+    for (const junk of [new Uint8Array(0), new Uint8Array(3), Uint8Array.of(9, 0, 0, 0), new Uint8Array(148).fill(1), Uint8Array.of(1, 0, 0, 0, ...new Array(144).fill(0)), Uint8Array.of(4, 0, 0, 0, ...new Array(40).fill(7))]) {
+      net.inject(junk, '198.18.0.9', 1234, '198.18.0.2:51820');
+    }
+    await waitFor(() => (b.device.counters.dropped('malformed') + b.device.counters.dropped('mac1') + b.device.counters.dropped('unknown-index')) === 6, 2000, 'junk counted');
+    expect(b.device.counters.handshakesProcessed).toBe(0);
+    expect(b.tun.packets).toHaveLength(0);
+  });
+
+  it('removes a peer: its routes, sessions and indices go with it', async () => {
+    const { a, b, pubA } = await pair();
+    send(a.device, [ipv4Packet('100.64.0.1', '100.64.0.2', 20)]);
+    await waitFor(() => b.tun.packets.length === 1, 5000, 'first packet');
+    expect(b.device.indices.size).toBeGreaterThan(0);
+    await b.device.apply({ peers: [{ publicKey: pubA, remove: true }] });
+    expect(b.device.peers.size).toBe(0);
+    expect(b.device.indices.size).toBe(0);
+    expect(b.device.allowedIps.size).toBe(0);
+  });
+
+  it('a failing transaction leaves the device exactly as it was', async () => {
+    const net = new MemoryNet();
+    const { device } = makeDevice(net, '198.18.0.3', 51820);
+    const other = makeDevice(net, '198.18.0.3', 51821);
+    await device.apply({ privateKey: key(), peers: [{ publicKey: key(), addAllowedIps: [parseCidr('100.64.5.0/24')] }] });
+    const before = JSON.stringify(device.snapshot(), (_k, v) => (v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v));
+    await expect(device.apply({ listenPort: other.device.listenPort, peers: [{ publicKey: key() }] })).rejects.toMatchObject({ errno: 98 });
+    await expect(device.apply({ peers: [{ publicKey: key() }, { publicKey: new Uint8Array(5) }] })).rejects.toThrow(/public_key/);
+    const after = JSON.stringify(device.snapshot(), (_k, v) => (v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v));
+    expect(after).toBe(before);
+  });
+});
