@@ -55,6 +55,22 @@ program
   .action(() => pubkey(process.stdin, process.stdout));
 
 program
+  .command('show')
+  .description("print a wgts interface's counters: drops by reason and handshake work (wg show has the rest)")
+  .argument('<ifname>')
+  .option('--json', 'as JSON')
+  .action(async (ifname: string, options: { json?: boolean }) => {
+    const { readStats } = await import('./device/uapi-client.ts');
+    try {
+      const stats = await readStats(ifname);
+      process.stdout.write(options.json ? JSON.stringify(stats) + '\n' : Object.entries(stats).map(([k, v]) => `${k}: ${v}`).join('\n') + '\n');
+    } catch (err) {
+      process.stderr.write(`wgts show ${ifname}: ${(err as Error).message}\n`);
+      process.exitCode = 1;
+    }
+  });
+
+program
   .command('conformance')
   .description('check test vectors on every crypto backend (no FILE: the bundled set)')
   .argument('[files...]', 'vector files (JSON)')

@@ -88,4 +88,6 @@ export interface DeviceControl {
   snapshot(): DeviceSnapshot;
   /** Applies a whole transaction or nothing; throws ConfigError. */
   apply(tx: ConfigTransaction): Promise<void>;
+  /** Device counters by name (drop_<reason>, handshakes_processed, …), for the stats=1 extension. */
+  stats?(): Record<string, number>;
 }

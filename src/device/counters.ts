@@ -1,6 +1,14 @@
 /** Device-wide counters: packets dropped by reason, and handshake work done. */
 
-export type DropReason =
+export const DROP_REASONS = [
+  'malformed', 'unknown-index', 'decrypt', 'replay', 'expired', 'source-not-allowed', 'invalid-packet', 'no-route',
+  'no-endpoint', 'no-key', 'mac1', 'rate-limited', 'handshake-queue-full', 'handshake', 'staged-overflow',
+  'handshake-gave-up', 'udp-send', 'tun-write',
+] as const;
+
+export type DropReason = (typeof DROP_REASONS)[number];
+
+type DocumentedDropReason =
   | 'malformed' // not a WireGuard message of a valid length/type
   | 'unknown-index' // transport or cookie reply for an index we do not have
   | 'decrypt' // transport message failed authentication
@@ -19,6 +27,10 @@ export type DropReason =
   | 'handshake-gave-up' // staged packets dropped after REKEY_ATTEMPT_TIME
   | 'udp-send' // the UDP socket did not take the datagram (buffer full or error)
   | 'tun-write'; // the TUN did not take the packet
+
+// Every reason above is in DROP_REASONS and vice versa.
+const _exhaustive: [DropReason, DocumentedDropReason] extends [DocumentedDropReason, DropReason] ? true : never = true;
+void _exhaustive;
 
 export class DeviceCounters {
   readonly drops = new Map<DropReason, number>();
@@ -39,6 +51,21 @@ export class DeviceCounters {
 
   dropped(reason: DropReason): number {
     return this.drops.get(reason) ?? 0;
+  }
+
+  /** Flat name → value pairs; every drop reason is listed, zero or not. */
+  toRecord(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const reason of DROP_REASONS) out[`drop_${reason.replaceAll('-', '_')}`] = this.dropped(reason);
+    out.handshakes_processed = this.handshakesProcessed;
+    out.initiations_sent = this.initiationsSent;
+    out.responses_sent = this.responsesSent;
+    out.cookie_replies_sent = this.cookieRepliesSent;
+    out.cookie_replies_received = this.cookieRepliesReceived;
+    out.keepalives_sent = this.keepalivesSent;
+    out.keepalives_received = this.keepalivesReceived;
+    for (const [error, n] of this.handshakeErrors) out[`handshake_error_${error.replaceAll('-', '_')}`] = n;
+    return out;
   }
 
   handshakeError(error: string): void {

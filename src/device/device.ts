@@ -250,6 +250,10 @@ export class Device implements DeviceControl {
     keypair.zero();
   }
 
+  stats(): Record<string, number> {
+    return { ...this.counters.toRecord(), peers: this.peers.size, indices: this.indices.size, handshake_queue: this.handshakeQueue.length };
+  }
+
   // ---- timers ----------------------------------------------------------------------------
 
   /** Records a timer event for a peer and performs what it calls for. */

@@ -37,6 +37,19 @@ import { formatGet, SetParser, UAPI_MAX_LINE_BYTES, UAPI_MAX_REQUEST_BYTES } fro
 
 /** wireguard-go's IpcErrorUnknown: ENOANO, for failures that carry no errno of their own. */
 export const ENOANO = 55;
+const ENOSYS = 38;
+
+/**
+ * Requests answered with a body: get=1 as wg sends it, and stats=1 (a wgts extension that wg
+ * never sends) with the device's drop and handshake counters, for `wgts show`.
+ */
+const READ_OPERATIONS: Record<string, (control: DeviceControl) => string> = {
+  'get=1': (control) => formatGet(control.snapshot()),
+  'stats=1': (control) => {
+    if (!control.stats) throw new ConfigError('this device keeps no counters', ENOSYS);
+    return Object.entries(control.stats()).map(([key, value]) => `${key}=${value}\n`).join('');
+  },
+};
 export const DEFAULT_UAPI_DIR = '/var/run/wireguard';
 /** sockaddr_un.sun_path holds 108 bytes including the terminating NUL. */
 const SUN_PATH_MAX = 107;
@@ -212,19 +225,20 @@ export class UapiServer extends EventEmitter<UapiServerEvents> {
         this.log('uapi: invalid operation (unterminated or oversized line); closing connection');
         return;
       }
-      if (op.line === 'get=1') {
+      const read = READ_OPERATIONS[op.line];
+      if (read) {
         const blank = await reader.next();
         if (blank === null || blank === TOO_LONG) return;
         if (blank.line !== '') {
-          this.log('uapi: trailing characters after get=1');
+          this.log(`uapi: trailing characters after ${op.line}`);
           if (!(await writeAll(socket, `errno=-${EINVAL}\n\n`))) return;
           continue;
         }
         const body = await this.exclusive(() => {
           try {
-            return formatGet(this.controlOrThrow().snapshot()) + 'errno=0\n\n';
+            return read(this.controlOrThrow()) + 'errno=0\n\n';
           } catch (err) {
-            this.log(`uapi: get failed: ${(err as Error).message}`);
+            this.log(`uapi: ${op.line} failed: ${(err as Error).message}`);
             return `errno=-${errnoOf(err)}\n\n`;
           }
         });
