@@ -55,6 +55,15 @@ program
   .action(() => pubkey(process.stdin, process.stdout));
 
 program
+  .command('demo')
+  .description('two namespaces, a WireGuard tunnel, an HTTP login across it, and a capture of the wire showing no secret leaks')
+  .option('--plaintext', 'the same run without the tunnel: the secrets show on the wire')
+  .action(async (options: { plaintext?: boolean }) => {
+    const { runDemo } = await import('./demo/demo.ts');
+    process.exitCode = await runDemo({ plaintext: options.plaintext ?? false });
+  });
+
+program
   .command('show')
   .description("print a wgts interface's counters: drops by reason and handshake work (wg show has the rest)")
   .argument('<ifname>')
