@@ -40,7 +40,7 @@ export interface QueuedHandshake {
   readonly addr: Uint8Array;
 }
 
-/** Handshake messages processed per turn of the event loop before yielding to the data path. */
+/** Time spent on queued handshake messages per turn of the event loop before yielding to the data path. */
 const HANDSHAKE_BUDGET_MS = 4;
 
 class ReceiveScratch {
@@ -108,7 +108,17 @@ export function receiveDatagrams(device: Device, slab: Uint8Array, offsets: Int3
     const written = device.tun.write(slab, s.tunOffsets, s.tunLengths, out);
     if (written < out) device.counters.drop('tun-write', out - written);
   }
-  if (device.handshakeQueue.length > 0) processHandshakes(device);
+  if (device.handshakeQueue.length > 0) scheduleHandshakes(device, s);
+}
+
+/** Handshake work runs on its own turn of the event loop, so transport packets never wait for X25519. */
+function scheduleHandshakes(device: Device, s: ReceiveScratch): void {
+  if (s.scheduled || device.closed) return;
+  s.scheduled = true;
+  setImmediate(() => {
+    s.scheduled = false;
+    if (device.handshakeQueue.length > 0) processHandshakes(device);
+  });
 }
 
 /** Returns the inner IP packet's length when it goes to the TUN, else 0 (dropped or keepalive). */
@@ -222,13 +232,7 @@ export function processHandshakes(device: Device): void {
     processed++;
     if ((processed & 7) === 0 && device.now() - start > HANDSHAKE_BUDGET_MS) break;
   }
-  if (queue.length > 0 && !s.scheduled && !device.closed) {
-    s.scheduled = true;
-    setImmediate(() => {
-      s.scheduled = false;
-      if (device.handshakeQueue.length > 0) processHandshakes(device);
-    });
-  }
+  if (queue.length > 0) scheduleHandshakes(device, s);
 }
 
 function handleHandshake(device: Device, s: ReceiveScratch, msg: QueuedHandshake, underLoad: boolean): void {

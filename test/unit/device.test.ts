@@ -138,3 +138,39 @@ describe('Device over an in-memory underlay', () => {
     expect(after).toBe(before);
   });
 });
+
+describe('Device under load', () => {
+  it('answers a flood with cookie replies, does no X25519 work for bad MAC1, and a legitimate peer still connects', async () => {
+    const { net, a, b } = await pair();
+    const { createHandshakeState, createInitiation, createPeerKeys, createStaticIdentity } = await import('../../src/noise/handshake.ts');
+    const { CookieGenerator } = await import('../../src/noise/cookie.ts');
+    const { tai64nFromUnixMs } = await import('../../src/noise/crypto/tai64n.ts');
+    const pubB = b.device.identity!.publicKey;
+    // An attacker who knows b's public key (so MAC1 is valid) floods initiations from many sources.
+    const attacker = createStaticIdentity(backend, key());
+    const attackerKeys = createPeerKeys(backend, attacker, pubB);
+    const cookies = new CookieGenerator(backend, attackerKeys.mac1Key, attackerKeys.cookieKey);
+    for (let i = 0; i < 400; i++) {
+      const msg = new Uint8Array(148);
+      createInitiation(backend, attacker, attackerKeys, createHandshakeState(), { ephemeralPrivate: key(), timestamp: tai64nFromUnixMs(new Uint8Array(12), Date.now()), senderIndex: i }, msg);
+      cookies.addMacs(msg, 1, 0);
+      net.inject(msg, `198.18.${10 + (i >> 8)}.${i & 0xff}`, 1000 + i, '198.18.0.2:51820');
+    }
+    // And junk with a bad MAC1 from another batch of sources.
+    for (let i = 0; i < 200; i++) net.inject(Uint8Array.of(1, 0, 0, 0, ...new Array(144).fill(i & 0xff)), '198.18.20.1', 2000 + i, '198.18.0.2:51820');
+    await waitFor(() => b.device.counters.dropped('mac1') === 200, 5000, 'bad MAC1 dropped');
+    await waitFor(() => b.device.counters.cookieRepliesSent > 0, 5000, 'cookie replies under load');
+    // Bad-MAC1 messages never reach the Noise work; unknown-peer initiations do, but only before load is detected.
+    expect(b.device.counters.handshakesProcessed).toBeLessThan(400);
+    // The legitimate peer's first initiation gets a cookie reply; its retry carries MAC2 and completes.
+    send(a.device, [ipv4Packet('100.64.0.1', '100.64.0.2', 32)]);
+    await waitFor(() => a.device.counters.cookieRepliesReceived > 0 || b.tun.packets.length > 0, 5000, 'cookie at the initiator');
+    const peerAtA = [...a.device.peers.values()][0]!;
+    // Fast-forward the retransmission instead of waiting REKEY_TIMEOUT.
+    peerAtA.timers.lastInitiationSentAt = -Infinity;
+    a.device.timerEvent(peerAtA, 'want-handshake');
+    await waitFor(() => b.tun.packets.length === 1, 5000, 'legitimate packet through under load');
+    // It got through because it proved its address with the cookie (MAC2), not because load passed.
+    expect(a.device.counters.cookieRepliesReceived).toBeGreaterThan(0);
+  });
+});
