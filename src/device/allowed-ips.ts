@@ -13,15 +13,16 @@
  * for IPv4, 64 for IPv6, so a step reads one cache line. Lookups read the address straight from
  * the packet and allocate nothing.
  *
- * Jump tables: a binary trie of 100,000 prefixes is ~20 nodes deep, a cache miss each. So the
- * nodes with large subtrees get a direct-indexed table over the next K bits (K ≈ log2 of the
- * subtree's size, at most 16) giving, for each value of those bits, the node where the walk
- * resumes (the first one at least K bits deeper) and the best value passed on the way; a lookup
- * then costs a table read and a node or two per table level. Tables are planned top-down
- * whenever the trie has doubled or shrunk to a quarter since the last plan, wherever the
- * prefixes are (a table hangs off whichever node is large, so a mesh inside 100.64.0.0/10 is
- * indexed on bits 10–25), and every insert and remove rewrites the entries it affects, so they
- * are always exact. bench/scale-allowed-ips.ts measures with and without them.
+ * Jump tables: a binary trie of 100,000 prefixes is ~17 nodes deep, a cache miss each. So a
+ * node with a large subtree gets a direct-indexed table over the next K bits (K = log2 of the
+ * subtree's records, rounded up, at most 17) giving, for each value of those bits, the node
+ * where the walk resumes (the first one at least K bits deeper whose prefix agrees, or none)
+ * and the best value passed on the way. A lookup in 100,000 random prefixes then reads the
+ * root, one table entry and about one more node. Tables hang off whichever nodes are large,
+ * not off the root's first bits, so a mesh inside 100.64.0.0/10 is indexed on its bits 10–26.
+ * They are planned top-down whenever a trie has doubled or shrunk to a quarter since the last
+ * plan, and every insert and remove rewrites the entries it affects, so they are always exact
+ * (verify() checks every entry). bench/scale-allowed-ips.ts measures with and without them.
  *
  * Values (peers, compared by identity) get small integer ids; a node stores the id. Each value
  * keeps an intrusive doubly linked list of its nodes across both families, in insertion order
@@ -50,8 +51,8 @@ const V6_JUMP = 12;
 const INITIAL_NODES = 64;
 /** A subtree of fewer records than this gets no table (and the trie none below this size). */
 const MIN_TABLE_NODES = 8;
-/** Widest table: 2^16 entries of 8 bytes. */
-const MAX_TABLE_BITS = 16;
+/** Widest table: 2^17 entries of 8 bytes (1 MiB). */
+const MAX_TABLE_BITS = 17;
 const EMPTY_POOL = new Int32Array(0);
 /** A node handle in the per-value lists: offset × 2 + (1 for IPv6). */
 const NO_HANDLE = -1;
@@ -64,15 +65,6 @@ function wordMask(bits: number): number {
 /** Bit i (0 = most significant) of a key of words. */
 function bitOf(key: Int32Array, i: number): number {
   return (key[i >>> 5]! >>> (31 - (i & 31))) & 1;
-}
-
-/** The k bits (1 to 16) of key starting at bit `at`, as an integer. */
-function bitsOf(key: Int32Array, at: number, k: number): number {
-  const w = at >>> 5;
-  const s = at & 31;
-  let x = key[w]! << s;
-  if (s !== 0 && w + 1 < key.length) x |= key[w + 1]! >>> (32 - s);
-  return x >>> (32 - k);
 }
 
 /** One family's trie. The cold paths (insert, remove, tables) are generic over the word count. */
@@ -421,8 +413,8 @@ class Trie {
 
   /**
    * Replaces all tables: top-down from the root, a node whose subtree has at least
-   * MIN_TABLE_NODES records gets a table of K = log2(records) bits (at most 16), and planning
-   * continues at the nodes its entries resume at.
+   * MIN_TABLE_NODES records gets a table of K = ⌈log2(records)⌉ bits (at most MAX_TABLE_BITS),
+   * and planning continues at the nodes its entries resume at.
    */
   plan(): void {
     const m = this.mem;
@@ -440,7 +432,7 @@ class Trie {
       const size = sizes[j / this.stride]!;
       const start = m[j + this.cidrAt]!;
       if (size < MIN_TABLE_NODES || start >= this.maxBits) continue;
-      const k = Math.min(MAX_TABLE_BITS, 31 - Math.clz32(size), this.maxBits - start);
+      const k = Math.min(MAX_TABLE_BITS, 32 - Math.clz32(size - 1), this.maxBits - start);
       planned.push({ node: j, k, offset: total });
       total += 2 << k;
       if (total >= 1 << 26) throw new Error('allowed IPs: jump tables too large'); // offsets have 26 bits
@@ -560,12 +552,12 @@ class Trie {
   }
 }
 
-/** Longest-prefix match from IPv4 and IPv6 prefixes to values (peers), compared by identity. */
 export interface AllowedIpsOptions {
   /** Jump tables over the dense parts of the tries (default true; false only to measure without). */
   readonly jumpTables?: boolean;
 }
 
+/** Longest-prefix match from IPv4 and IPv6 prefixes to values (peers), compared by identity. */
 export class AllowedIps<T> {
   private readonly v4: Trie;
   private readonly v6: Trie;

@@ -291,6 +291,16 @@ describe('AllowedIps — behaviour', () => {
     expect(t.nodeCount).toBe(0);
     expect(t.size).toBe(0);
     t.verify();
+    // clear() forgets everything at once, and the table is usable afterwards.
+    t.insert(parseCidr('10.0.0.0/8'), a);
+    t.insert(parseCidr('fd00::/8'), b);
+    t.clear();
+    expect([t.size, t.nodeCount, [...t.values()].length]).toEqual([0, 0, 0]);
+    expect(t.lookup(ip4(10, 1, 1, 1))).toBeUndefined();
+    t.insert(parseCidr('10.0.0.0/8'), b);
+    expect(t.lookup(ip4(10, 1, 1, 1))).toBe(b);
+    expect(t.entriesOf(a)).toEqual([]);
+    t.verify();
   });
 
   it('rejects malformed prefixes', () => {
@@ -527,5 +537,74 @@ describe('AllowedIps — randomized against a naive reference', () => {
     }
     t.verify();
     for (const p of peers) expect(t.entriesOf(p)).toEqual(r.entriesOf(p));
+  });
+});
+
+describe('AllowedIps — jump tables', () => {
+  it('stay exact through every insert and remove, and agree with a table without them', () => {
+    const random = rng(0x7ab1e5);
+    const int = (n: number) => Math.floor(random() * n);
+    const peers = Array.from({ length: 6 }, (_, i) => peer(`j${i}`));
+    const t = new AllowedIps<Peer>();
+    const plain = new AllowedIps<Peer>({ jumpTables: false });
+    const live: [Cidr, Peer][] = [];
+    // A dense cluster (100.64.0.0/10, fd00:1234::/32) with short and long prefixes, so that
+    // tables hang below the root and IPv6 windows cross word boundaries.
+    const randomCidr = (): Cidr => {
+      if (random() < 0.5) {
+        const a = Uint8Array.of(100, 64 | int(64), int(256), int(256));
+        return cidrOf(a, random() < 0.3 ? 10 + int(14) : 24 + int(9));
+      }
+      const a = Uint8Array.from({ length: 16 }, (_, k) => (k < 4 ? [0xfd, 0, 0x12, 0x34][k]! : int(256)));
+      return cidrOf(a, random() < 0.3 ? 24 + int(40) : 64 + int(65));
+    };
+    const probe = (c: Cidr): Uint8Array => {
+      const a = Uint8Array.from(c.address);
+      for (let bit = c.prefix; bit < a.length * 8; bit++) if (int(2)) a[bit >> 3]! |= 0x80 >> (bit & 7);
+      return a;
+    };
+    for (let op = 0; op < 2500; op++) {
+      if (live.length > 0 && random() < 0.3) {
+        const [cidr, p] = live.splice(int(live.length), 1)[0]!;
+        expect(t.remove(cidr, p)).toBe(plain.remove(cidr, p));
+      } else if (random() < 0.02) {
+        const p = peers[int(peers.length)]!;
+        expect(t.removeValue(p)).toBe(plain.removeValue(p));
+        for (let i = live.length - 1; i >= 0; i--) if (live[i]![1] === p) live.splice(i, 1);
+      } else {
+        const cidr = randomCidr();
+        const p = peers[int(peers.length)]!;
+        t.insert(cidr, p);
+        plain.insert(cidr, p);
+        live.push([cidr, p]);
+      }
+      if (op % 25 === 0) {
+        t.verify();
+        for (let q = 0; q < 40; q++) {
+          const address = live.length > 0 && random() < 0.8 ? probe(live[int(live.length)]![0]) : probe(randomCidr());
+          expect(t.lookup(address)).toBe(plain.lookup(address));
+        }
+      }
+    }
+    expect(t.tableByteLength).toBeGreaterThan(0);
+    expect(plain.tableByteLength).toBe(0);
+    for (const p of peers) {
+      expect(t.entriesOf(p)).toEqual(plain.entriesOf(p));
+      t.removeValue(p);
+      t.verify();
+    }
+    expect(t.nodeCount).toBe(0);
+    expect(t.tableByteLength).toBe(0);
+  });
+
+  it('index a mesh of /32s inside one /10 below its shared bits', () => {
+    const t = new AllowedIps<Peer>();
+    const p = Array.from({ length: 4096 }, (_, i) => peer(`m${i}`));
+    for (let i = 0; i < p.length; i++) t.insert(cidrOf(ip4(100, 64 + (i >> 8), i & 0xff, 7), 32), p[i]!);
+    t.verify();
+    expect(t.tableByteLength).toBeGreaterThan(0);
+    for (let i = 0; i < p.length; i += 37) expect(t.lookup(ip4(100, 64 + (i >> 8), i & 0xff, 7))).toBe(p[i]);
+    expect(t.lookup(ip4(100, 64, 0, 8))).toBeUndefined();
+    expect(t.lookup(ip4(10, 64, 0, 7))).toBeUndefined();
   });
 });
