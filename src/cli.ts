@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** The `wgts` command: `wgts [-f] <ifname>` runs the daemon (as `wireguard-go <ifname>`); the rest are subcommands. */
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { runConformanceCommand } from './cli/conformance.ts';
 import { genkey, pubkey } from './cli/keys.ts';
@@ -23,6 +23,12 @@ export function logLevelFromEnv(value: string | undefined): string {
   }
 }
 
+function parseWorkers(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 64) throw new InvalidArgumentError('a whole number from 0 to 64');
+  return n;
+}
+
 const program = new Command()
   .name('wgts')
   .description('Userspace WireGuard in TypeScript.\n\n  wgts [-f] <ifname>   create the TUN <ifname> and serve its UAPI socket, like wireguard-go')
@@ -30,7 +36,8 @@ const program = new Command()
   .argument('[ifname]', 'interface to create and serve')
   .option('-f, --foreground', 'stay in the foreground (also WG_PROCESS_FOREGROUND=1)')
   .addOption(new Option('--persist', 'keep the interface, its addresses and routes when the daemon exits'))
-  .action(async (ifname: string | undefined, options: { foreground?: boolean; persist?: boolean }) => {
+  .addOption(new Option('--workers <n>', 'crypto worker threads (0: all on the main thread; default: by CPU count)').env('WGTS_WORKERS').argParser(parseWorkers))
+  .action(async (ifname: string | undefined, options: { foreground?: boolean; persist?: boolean; workers?: number }) => {
     if (!ifname) {
       program.help();
       return;
@@ -41,7 +48,12 @@ const program = new Command()
       return;
     }
     const { runDaemon } = await import('./daemon/daemon.ts');
-    process.exitCode = await runDaemon({ ifname, persist: options.persist ?? false, logLevel: logLevelFromEnv(process.env.LOG_LEVEL) });
+    process.exitCode = await runDaemon({
+      ifname,
+      persist: options.persist ?? false,
+      logLevel: logLevelFromEnv(process.env.LOG_LEVEL),
+      ...(options.workers !== undefined ? { workers: options.workers } : {}),
+    });
   });
 
 program

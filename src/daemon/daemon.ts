@@ -3,7 +3,9 @@
  * that wg and wg-quick drive. Exits on SIGINT/SIGTERM, when the TUN is deleted, or when the
  * UAPI socket file is removed — as wireguard-go does.
  */
+import { availableParallelism } from 'node:os';
 import pino from 'pino';
+import { WorkerPool } from '../device/worker-pool.ts';
 import { Device } from '../device/device.ts';
 import type { Logger } from '../device/logger.ts';
 import { isValidInterfaceName, UapiServer } from '../device/uapi-server.ts';
@@ -18,6 +20,16 @@ export interface DaemonOptions {
   readonly persist?: boolean;
   readonly logLevel?: string;
   readonly uapiDir?: string;
+  /** Crypto worker threads; 0 runs all crypto on the main thread. */
+  readonly workers?: number;
+}
+
+/**
+ * Worker threads by default: none on machines with 2 or fewer CPUs, where the measured e2e
+ * throughput was best inline (BENCHMARKS.md), else one per CPU beyond the first two, up to 4.
+ */
+export function defaultWorkers(cpus: number = availableParallelism()): number {
+  return cpus <= 2 ? 0 : Math.min(4, cpus - 2);
 }
 
 export function createLogger(level: string, ifname: string): pino.Logger {
@@ -44,7 +56,15 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   }
   const backend = defaultBackend();
   const pump = new TunPump(tun);
-  const device = new Device({ backend, tun: pump, openTransport: udpTransports(logger as Logger), logger: logger as Logger });
+  const workers = options.workers ?? defaultWorkers();
+  const crypto = workers > 0 ? new WorkerPool(backend, workers, 128) : undefined;
+  const device = new Device({
+    backend,
+    tun: pump,
+    openTransport: udpTransports(logger as Logger),
+    logger: logger as Logger,
+    ...(crypto ? { crypto } : {}),
+  });
   const uapi = new UapiServer();
   let finish!: (code: number) => void;
   const finished = new Promise<number>((resolve) => (finish = resolve));
@@ -77,7 +97,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   const onSignal = (signal: NodeJS.Signals) => void stop(signal);
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  logger.info({ crypto: backend.name, port: device.listenPort, persist: options.persist ?? false }, 'interface up, UAPI listening');
+  logger.info({ crypto: backend.name, workers, port: device.listenPort, persist: options.persist ?? false }, 'interface up, UAPI listening');
   reportReady();
   const code = await finished;
   process.off('SIGINT', onSignal);

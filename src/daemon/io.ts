@@ -30,7 +30,7 @@ export class TunPump implements PacketTunnel {
     this.tun = tun;
     this.batch = batch;
     // Slot i's packet is read at 16 + i * SLOT_SIZE so its header fits in front of it.
-    this.slab = new Uint8Array(16 + batch * SLOT_SIZE);
+    this.slab = new Uint8Array(new SharedArrayBuffer(16 + batch * SLOT_SIZE));
     this.readView = this.slab.subarray(16);
     this.offsets = Int32Array.from({ length: batch }, (_, i) => 16 + i * SLOT_SIZE);
     this.lengths = new Int32Array(batch);
@@ -61,7 +61,13 @@ export class TunPump implements PacketTunnel {
         }
         if (n === 0) return;
         for (let i = 0; i < n; i++) if (this.lengths[i]! > MAX_PACKET) this.lengths[i] = -1;
-        device.handleTunPackets(this.slab, this.offsets, this.lengths, n);
+        const pending = device.handleTunPackets(this.slab, this.offsets, this.lengths, n);
+        if (pending) {
+          // Workers are sealing in this slab: read no more until they are done.
+          this.tun.pause();
+          pending.then(() => this.tun.resume(), (err: Error) => onFatal(err));
+          return;
+        }
       }
     });
     this.tun.onError((err) => onFatal(err));
@@ -84,7 +90,7 @@ export function udpTransports(logger: Logger, batch = 128): TransportFactory {
       logger.warn('IPv6 unavailable; listening on IPv4 only');
       socket = UdpSocket.bind(port, { family: 4, fwmark });
     }
-    const slab = new Uint8Array(batch * SLOT_SIZE);
+    const slab = new Uint8Array(new SharedArrayBuffer(batch * SLOT_SIZE));
     const offsets = Int32Array.from({ length: batch }, (_, i) => i * SLOT_SIZE);
     const lengths = new Int32Array(batch);
     const addrs = new Uint8Array(batch * 40);
@@ -94,7 +100,13 @@ export function udpTransports(logger: Logger, batch = 128): TransportFactory {
       for (let round = 0; round < ROUNDS_PER_WAKEUP && !closed; round++) {
         const n = socket.recvBatch(slab, SLOT_SIZE, lengths, addrs, batch);
         if (n === 0) return;
-        onDatagrams(slab, offsets, lengths, addrs, n);
+        const pending = onDatagrams(slab, offsets, lengths, addrs, n);
+        if (pending) {
+          // Workers are opening in this slab: read no more until they are done.
+          socket.pause();
+          pending.then(() => closed || socket.resume(), (err: Error) => logger.error({ err: err.message }, 'receive batch failed'));
+          return;
+        }
       }
     });
     socket.onError((err) => logger.error({ err: err.message }, 'UDP socket error'));

@@ -13,6 +13,8 @@ import { Action, onEvent, setPersistentKeepalive } from '../noise/timers.ts';
 import type { TimerEvent } from '../noise/timers.ts';
 import { REKEY_TIMEOUT_JITTER_MAX } from '../noise/constants.ts';
 import { AllowedIps } from './allowed-ips.ts';
+import type { CryptoExecutor } from './crypto-batch.ts';
+import { InlineExecutor } from './crypto-batch.ts';
 import type { ConfigTransaction, DeviceControl, DeviceSnapshot, PeerChange } from './config.ts';
 import { ConfigError, EADDRINUSE, EINVAL } from './config.ts';
 import { clearSource, ENDPOINT_SIZE, readEndpointRecord, writeEndpointRecord } from './endpoint.ts';
@@ -39,8 +41,8 @@ export interface DatagramTransport {
   close(): void;
 }
 
-/** Receives datagram batches: datagram i at slab[offsets[i]] with 16 spare bytes after it at most… see receive.ts. */
-export type DatagramHandler = (slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, addrs: Uint8Array, count: number) => void;
+/** Receives a batch of datagrams (i at slab[offsets[i]], length lengths[i], source record i in addrs); a Promise means: keep the slab until it settles. */
+export type DatagramHandler = (slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, addrs: Uint8Array, count: number) => void | Promise<void>;
 
 /** Binds a UDP socket on port (0 = any) with the fwmark, delivering received batches to onDatagrams. */
 export type TransportFactory = (port: number, fwmark: number, onDatagrams: DatagramHandler) => DatagramTransport;
@@ -56,6 +58,8 @@ export interface DeviceOptions {
   readonly epochMs?: () => number;
   /** Most packets the device sends in one batch. */
   readonly batchSize?: number;
+  /** Where AEAD batches run: inline (default) or a WorkerPool. */
+  readonly crypto?: CryptoExecutor;
 }
 
 /** What an index in the receiver-index table points at. */
@@ -71,6 +75,7 @@ export class Device implements DeviceControl {
   readonly now: () => number;
   readonly epochMs: () => number;
   readonly batchSize: number;
+  readonly crypto: CryptoExecutor;
   readonly counters = new DeviceCounters();
   readonly allowedIps = new AllowedIps<Peer>();
   readonly indices = new IndexTable<IndexEntry>();
@@ -96,6 +101,7 @@ export class Device implements DeviceControl {
     this.now = options.now ?? (() => performance.now());
     this.epochMs = options.epochMs ?? (() => Date.now());
     this.batchSize = options.batchSize ?? 128;
+    this.crypto = options.crypto ?? new InlineExecutor(this.backend, this.batchSize);
     send.initSendBuffers(this);
     receive.initReceiveBuffers(this);
   }
@@ -114,9 +120,12 @@ export class Device implements DeviceControl {
     this.listenPort = transport.port;
   }
 
-  /** Called by the TUN reader with a batch of outgoing IP packets (see send.ts for the layout). */
-  handleTunPackets(slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, count: number): void {
-    send.sendTunPackets(this, slab, offsets, lengths, count);
+  /**
+   * Called by the TUN reader with a batch of outgoing IP packets (see send.ts for the layout).
+   * A Promise means the batch is being sealed on worker threads: keep the slab until it settles.
+   */
+  handleTunPackets(slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, count: number): void | Promise<void> {
+    return send.sendTunPackets(this, slab, offsets, lengths, count);
   }
 
   // ---- configuration ---------------------------------------------------------------------
@@ -314,6 +323,7 @@ export class Device implements DeviceControl {
     if (this.closed) return;
     for (const peer of [...this.peers.values()]) this.removePeer(peer);
     this.closed = true;
+    this.crypto.close();
     this.transport?.close();
     this.transport = undefined;
   }

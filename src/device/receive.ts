@@ -6,6 +6,7 @@
  * per-source rate limit, then the Noise work.
  */
 import {
+  REJECT_AFTER_MESSAGES,
   HANDSHAKE_QUEUE_CAPACITY,
   UNDER_LOAD_AFTER_TIME,
   UNDER_LOAD_QUEUE_LENGTH,
@@ -14,6 +15,8 @@ import { encodeSource } from '../noise/cookie.ts';
 import type { InitiationTarget } from '../noise/handshake.ts';
 import { consumeInitiation, consumeResponse, createResponse, deriveKeypair } from '../noise/handshake.ts';
 import { Keypair } from '../noise/keypair.ts';
+import type { CryptoBatch } from './crypto-batch.ts';
+import { OP_OPEN } from './crypto-batch.ts';
 import {
   COOKIE_REPLY_LENGTH,
   decodeCookieReply,
@@ -44,35 +47,63 @@ export interface QueuedHandshake {
 const HANDSHAKE_BUDGET_MS = 4;
 
 class ReceiveScratch {
-  tunOffsets: Int32Array;
-  tunLengths: Int32Array;
   readonly reply = new Uint8Array(RESPONSE_LENGTH);
   readonly cookieReply = new Uint8Array(COOKIE_REPLY_LENGTH);
   readonly ephemeral = new Uint8Array(32);
   readonly source = new Uint8Array(18);
   scheduled = false;
-
-  constructor(batchSize: number) {
-    this.tunOffsets = new Int32Array(batchSize);
-    this.tunLengths = new Int32Array(batchSize);
-  }
 }
 
 const scratchOf = new WeakMap<Device, ReceiveScratch>();
 
 export function initReceiveBuffers(device: Device): void {
-  scratchOf.set(device, new ReceiveScratch(device.batchSize));
+  scratchOf.set(device, new ReceiveScratch());
 }
 
-export function receiveDatagrams(device: Device, slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, addrs: Uint8Array, count: number): void {
+/** Per-slab state of one incoming batch: which datagram and keypair each crypto entry is for. */
+class ReceiveJob {
+  readonly batch: CryptoBatch;
+  readonly datagram: Int32Array;
+  readonly keypairs: (Keypair | undefined)[];
+  readonly peers: (Peer | undefined)[];
+  readonly counters: Float64Array;
+  readonly tunOffsets: Int32Array;
+  readonly tunLengths: Int32Array;
+
+  constructor(batch: CryptoBatch) {
+    this.batch = batch;
+    this.datagram = new Int32Array(batch.capacity);
+    this.keypairs = new Array(batch.capacity).fill(undefined);
+    this.peers = new Array(batch.capacity).fill(undefined);
+    this.counters = new Float64Array(batch.capacity);
+    this.tunOffsets = new Int32Array(batch.capacity);
+    this.tunLengths = new Int32Array(batch.capacity);
+  }
+}
+
+const jobs = new WeakMap<CryptoBatch, ReceiveJob>();
+
+function jobFor(device: Device, slab: Uint8Array): ReceiveJob {
+  const batch = device.crypto.batchFor(slab);
+  let job = jobs.get(batch);
+  if (!job) {
+    job = new ReceiveJob(batch);
+    jobs.set(batch, job);
+  }
+  return job;
+}
+
+/**
+ * Handles a batch of received datagrams (at most the device's batchSize). Returns a Promise
+ * when decryption went to worker threads: the caller must keep the slab until it settles.
+ */
+export function receiveDatagrams(device: Device, slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, addrs: Uint8Array, count: number): void | Promise<void> {
   if (device.closed) return;
   const s = scratchOf.get(device)!;
-  if (s.tunOffsets.length < count) {
-    s.tunOffsets = new Int32Array(count);
-    s.tunLengths = new Int32Array(count);
-  }
+  const job = jobFor(device, slab);
+  const batch = job.batch;
+  batch.reset();
   const now = device.now();
-  let out = 0;
   for (let i = 0; i < count; i++) {
     const offset = offsets[i]!;
     const length = lengths[i]!;
@@ -82,12 +113,8 @@ export function receiveDatagrams(device: Device, slab: Uint8Array, offsets: Int3
     }
     const type = slab[offset]!;
     if (type === MESSAGE_TRANSPORT) {
-      const ipLength = receiveTransport(device, slab, offset, length, addrs, i * ENDPOINT_SIZE, now);
-      if (ipLength > 0) {
-        s.tunOffsets[out] = offset + 16;
-        s.tunLengths[out] = ipLength;
-        out++;
-      }
+      if (batch.count < batch.capacity) prepareTransport(device, job, slab, offset, length, i, now);
+      else device.counters.drop('malformed');
     } else if ((type === MESSAGE_INITIATION && length === INITIATION_LENGTH) || (type === MESSAGE_RESPONSE && length === RESPONSE_LENGTH)) {
       if (device.handshakeQueue.length >= HANDSHAKE_QUEUE_CAPACITY) {
         device.counters.drop('handshake-queue-full');
@@ -104,11 +131,101 @@ export function receiveDatagrams(device: Device, slab: Uint8Array, offsets: Int3
       device.counters.drop('malformed');
     }
   }
+  if (device.handshakeQueue.length > 0) scheduleHandshakes(device, s);
+  if (batch.count === 0) return;
+  const opening = device.crypto.run(batch, slab);
+  if (opening) return opening.then(() => finishTransport(device, job, slab, offsets, lengths, addrs));
+  finishTransport(device, job, slab, offsets, lengths, addrs);
+}
+
+/** Index → keypair → counter: the checks that need no decryption. */
+function prepareTransport(device: Device, job: ReceiveJob, slab: Uint8Array, offset: number, length: number, datagram: number, now: number): void {
+  if (length < TRANSPORT_MIN_LENGTH) {
+    device.counters.drop('malformed');
+    return;
+  }
+  const entry = device.indices.get(readU32(slab, offset + 4));
+  const keypair = entry?.keypair;
+  if (!entry || !keypair) {
+    device.counters.drop('unknown-index');
+    return;
+  }
+  const counter = readCounter(slab, offset + 8);
+  if (counter < 0) {
+    device.counters.drop('replay');
+    return;
+  }
+  if (keypair.isExpired(now)) {
+    device.counters.drop('expired');
+    return;
+  }
+  const j = job.batch.add(OP_OPEN, offset + 16, length - 16, keypair.receiveKey, counter);
+  job.datagram[j] = datagram;
+  job.keypairs[j] = keypair;
+  job.peers[j] = entry.peer;
+  job.counters[j] = counter;
+}
+
+/** After decryption, in arrival order: replay window, session confirmation, roaming, timers, inner packet checks, TUN. */
+function finishTransport(device: Device, job: ReceiveJob, slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, addrs: Uint8Array): void {
+  if (device.closed) return;
+  const batch = job.batch;
+  const now = device.now();
+  let out = 0;
+  for (let j = 0; j < batch.count; j++) {
+    const keypair = job.keypairs[j]!;
+    const peer = job.peers[j]!;
+    job.keypairs[j] = undefined;
+    job.peers[j] = undefined;
+    const plain = batch.results[j]!;
+    if (plain < 0) {
+      device.counters.drop('decrypt');
+      continue;
+    }
+    if (!keypair.replay.accept(job.counters[j]!, REJECT_AFTER_MESSAGES)) {
+      device.counters.drop('replay');
+      continue;
+    }
+    if (peer.removed) continue;
+    const i = job.datagram[j]!;
+    const offset = offsets[i]!;
+    const length = lengths[i]!;
+    peer.rxBytes += length;
+    if (peer.keypairs.receivedWith(keypair)) {
+      // The initiator used the session we answered with: it is confirmed.
+      peer.lastHandshakeEpochMs = device.epochMs();
+      device.timerEvent(peer, 'handshake-complete');
+      sendStaged(device, peer);
+    }
+    // Roaming: the latest authenticated packet tells where the peer is now.
+    const addrOffset = i * ENDPOINT_SIZE;
+    if (!peer.hasEndpoint || !sameRecord(peer.endpoint, 0, addrs, addrOffset)) {
+      copyRecord(peer.endpoint, 0, addrs, addrOffset);
+      peer.hasEndpoint = true;
+    }
+    device.timerEvent(peer, 'authenticated-received');
+    device.timerEvent(peer, 'authenticated-traversal');
+    if (keypair === peer.keypairs.current && !peer.sentLastMinuteHandshake && keypair.wantsRekeyOnReceive(now)) {
+      peer.sentLastMinuteHandshake = true;
+      device.timerEvent(peer, 'want-handshake');
+    }
+    if (plain === 0) {
+      device.counters.keepalivesReceived++;
+    } else {
+      device.timerEvent(peer, 'data-received');
+      const ipLength = checkInnerPacket(device, peer, slab, offset + 16, plain);
+      if (ipLength > 0) {
+        job.tunOffsets[out] = offset + 16;
+        job.tunLengths[out] = ipLength;
+        out++;
+      }
+    }
+    device.schedule(peer);
+  }
   if (out > 0) {
-    const written = device.tun.write(slab, s.tunOffsets, s.tunLengths, out);
+    const written = device.tun.write(slab, job.tunOffsets, job.tunLengths, out);
     if (written < out) device.counters.drop('tun-write', out - written);
   }
-  if (device.handshakeQueue.length > 0) scheduleHandshakes(device, s);
 }
 
 /** Handshake work runs on its own turn of the event loop, so transport packets never wait for X25519. */
@@ -119,58 +236,6 @@ function scheduleHandshakes(device: Device, s: ReceiveScratch): void {
     s.scheduled = false;
     if (device.handshakeQueue.length > 0) processHandshakes(device);
   });
-}
-
-/** Returns the inner IP packet's length when it goes to the TUN, else 0 (dropped or keepalive). */
-function receiveTransport(device: Device, slab: Uint8Array, offset: number, length: number, addrs: Uint8Array, addrOffset: number, now: number): number {
-  if (length < TRANSPORT_MIN_LENGTH) {
-    device.counters.drop('malformed');
-    return 0;
-  }
-  const entry = device.indices.get(readU32(slab, offset + 4));
-  const keypair = entry?.keypair;
-  if (!entry || !keypair) {
-    device.counters.drop('unknown-index');
-    return 0;
-  }
-  const counter = readCounter(slab, offset + 8);
-  if (counter < 0) {
-    device.counters.drop('replay');
-    return 0;
-  }
-  const peer = entry.peer;
-  const plain = keypair.open(device.backend, counter, slab.subarray(offset + 16, offset + length), slab.subarray(offset + 16, offset + length - 16), now);
-  if (plain < 0) {
-    device.counters.drop(plain === -1 ? 'decrypt' : plain === -2 ? 'replay' : 'expired');
-    return 0;
-  }
-  peer.rxBytes += length;
-  if (peer.keypairs.receivedWith(keypair)) {
-    // The initiator used the session we answered with: it is confirmed.
-    peer.lastHandshakeEpochMs = device.epochMs();
-    device.timerEvent(peer, 'handshake-complete');
-    sendStaged(device, peer);
-  }
-  // Roaming: the latest authenticated packet tells where the peer is now.
-  if (!peer.hasEndpoint || !sameRecord(peer.endpoint, 0, addrs, addrOffset)) {
-    copyRecord(peer.endpoint, 0, addrs, addrOffset);
-    peer.hasEndpoint = true;
-  }
-  device.timerEvent(peer, 'authenticated-received');
-  device.timerEvent(peer, 'authenticated-traversal');
-  if (keypair === peer.keypairs.current && !peer.sentLastMinuteHandshake && keypair.wantsRekeyOnReceive(now)) {
-    peer.sentLastMinuteHandshake = true;
-    device.timerEvent(peer, 'want-handshake');
-  }
-  let ipLength = 0;
-  if (plain === 0) {
-    device.counters.keepalivesReceived++;
-  } else {
-    device.timerEvent(peer, 'data-received');
-    ipLength = checkInnerPacket(device, peer, slab, offset + 16, plain);
-  }
-  device.schedule(peer);
-  return ipLength;
 }
 
 /** The inner packet's real length when it is a valid IP packet from the peer's allowed IPs, else 0. */

@@ -7,11 +7,23 @@
  * bytes before it (the transport header is written there) and room after it for padding to a
  * multiple of 16 (capped at the MTU) plus the 16-byte tag. Sealing is in place.
  */
-import { MAX_STAGED_PACKETS, REJECT_AFTER_MESSAGES } from '../noise/constants.ts';
+import { MAX_STAGED_PACKETS } from '../noise/constants.ts';
 import { tai64nFromUnixMs } from '../noise/crypto/tai64n.ts';
 import { createInitiation } from '../noise/handshake.ts';
 import { paddedLength } from '../noise/keypair.ts';
-import { INITIATION_LENGTH, MESSAGE_INITIATION, TAG_LENGTH, TRANSPORT_HEADER_LENGTH } from '../noise/messages.ts';
+import {
+  INITIATION_LENGTH,
+  MESSAGE_INITIATION,
+  MESSAGE_TRANSPORT,
+  TAG_LENGTH,
+  Transport,
+  TRANSPORT_HEADER_LENGTH,
+  writeCounter,
+  writeHeader,
+  writeU32,
+} from '../noise/messages.ts';
+import type { CryptoBatch } from './crypto-batch.ts';
+import { OP_SEAL } from './crypto-batch.ts';
 import { expire } from '../noise/timers.ts';
 import type { Device } from './device.ts';
 import { copyRecord, ENDPOINT_SIZE } from './endpoint.ts';
@@ -21,11 +33,8 @@ import type { Peer } from './peer.ts';
 export const HEADROOM = TRANSPORT_HEADER_LENGTH;
 export const TAILROOM = 16 + TAG_LENGTH;
 
-/** Reused arrays for one outgoing UDP batch, and a buffer for control messages. */
+/** Buffers for control messages (handshakes, keepalives, cookie replies). */
 export class SendScratch {
-  readonly offsets: Int32Array;
-  readonly lengths: Int32Array;
-  readonly addrs: Uint8Array;
   readonly control = new Uint8Array(256);
   readonly controlOffsets = new Int32Array(1);
   readonly controlLengths = new Int32Array(1);
@@ -33,17 +42,12 @@ export class SendScratch {
   readonly ephemeral = new Uint8Array(32);
   readonly timestamp = new Uint8Array(12);
 
-  constructor(batchSize: number) {
-    this.offsets = new Int32Array(batchSize);
-    this.lengths = new Int32Array(batchSize);
-    this.addrs = new Uint8Array(batchSize * ENDPOINT_SIZE);
-  }
 }
 
 const scratchOf = new WeakMap<Device, SendScratch>();
 
 export function initSendBuffers(device: Device): void {
-  scratchOf.set(device, new SendScratch(device.batchSize));
+  scratchOf.set(device, new SendScratch());
 }
 
 function scratch(device: Device): SendScratch {
@@ -58,12 +62,48 @@ function routeOf(device: Device, slab: Uint8Array, offset: number, length: numbe
   return null;
 }
 
-export function sendTunPackets(device: Device, slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, count: number): void {
-  const s = scratch(device);
+/** Per-slab state of one outgoing batch: its crypto entries and the UDP batch it becomes. */
+class SendJob {
+  readonly batch: CryptoBatch;
+  readonly offsets: Int32Array;
+  readonly lengths: Int32Array;
+  readonly addrs: Uint8Array;
+  count = 0;
+
+  constructor(batch: CryptoBatch) {
+    this.batch = batch;
+    this.offsets = new Int32Array(batch.capacity);
+    this.lengths = new Int32Array(batch.capacity);
+    this.addrs = new Uint8Array(batch.capacity * ENDPOINT_SIZE);
+  }
+}
+
+const jobs = new WeakMap<CryptoBatch, SendJob>();
+
+function jobFor(device: Device, slab: Uint8Array): SendJob {
+  const batch = device.crypto.batchFor(slab);
+  let job = jobs.get(batch);
+  if (!job) {
+    job = new SendJob(batch);
+    jobs.set(batch, job);
+  }
+  return job;
+}
+
+/**
+ * Encrypts and sends a batch of IP packets (at most the device's batchSize). Routing, staging,
+ * counters and headers are done here in packet order; the sealing runs on the device's crypto
+ * executor; the datagrams leave in the same order. Returns a Promise when the sealing went to
+ * worker threads: the caller must not touch the slab until it settles.
+ */
+export function sendTunPackets(device: Device, slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, count: number): void | Promise<void> {
+  const job = jobFor(device, slab);
+  const batch = job.batch;
+  batch.reset();
+  job.count = 0;
   const transport = device.transport;
   const now = device.now();
   const mtu = device.tun.mtu;
-  let out = 0;
   for (let i = 0; i < count; i++) {
     const offset = offsets[i]!;
     const length = lengths[i]!;
@@ -77,40 +117,43 @@ export function sendTunPackets(device: Device, slab: Uint8Array, offsets: Int32A
       continue;
     }
     const keypair = peer.keypairs.current;
-    if (!keypair || keypair.isExpired(now) || keypair.sendCounter >= REJECT_AFTER_MESSAGES || !peer.hasEndpoint || !transport) {
+    const counter = keypair && peer.hasEndpoint && transport && batch.count < batch.capacity ? keypair.nextSendCounter(now) : -1;
+    if (counter < 0) {
       stage(device, peer, slab.subarray(offset, offset + length));
       continue;
     }
     const padded = paddedLength(length, mtu);
     slab.fill(0, offset + length, offset + padded);
     const header = offset - HEADROOM;
-    const written = keypair.seal(device.backend, slab.subarray(offset, offset + padded), slab.subarray(header, offset + padded + TAG_LENGTH), now);
-    if (written < 0) {
-      stage(device, peer, slab.subarray(offset, offset + length));
-      continue;
-    }
-    if (out === s.offsets.length) {
-      flush(device, slab, out);
-      out = 0;
-    }
-    s.offsets[out] = header;
-    s.lengths[out] = written;
-    copyRecord(s.addrs, out * ENDPOINT_SIZE, peer.endpoint, 0);
-    out++;
-    peer.txBytes += written;
+    writeHeader(slab, MESSAGE_TRANSPORT, header);
+    writeU32(slab, header + Transport.receiver, keypair!.remoteIndex);
+    writeCounter(slab, header + Transport.counter, counter);
+    batch.add(OP_SEAL, offset, padded, keypair!.sendKey, counter);
+    const n = job.count++;
+    job.offsets[n] = header;
+    job.lengths[n] = HEADROOM + padded + TAG_LENGTH;
+    copyRecord(job.addrs, n * ENDPOINT_SIZE, peer.endpoint, 0);
+    peer.txBytes += HEADROOM + padded + TAG_LENGTH;
     device.timerEvent(peer, 'data-sent');
     device.timerEvent(peer, 'authenticated-sent');
     device.timerEvent(peer, 'authenticated-traversal');
-    if (keypair.wantsRekeyOnSend(now)) device.timerEvent(peer, 'want-handshake');
+    if (keypair!.wantsRekeyOnSend(now)) device.timerEvent(peer, 'want-handshake');
     device.schedule(peer);
   }
-  if (out > 0) flush(device, slab, out);
+  if (job.count === 0) return;
+  const sealing = device.crypto.run(batch, slab);
+  if (sealing) return sealing.then(() => flush(device, slab, job));
+  flush(device, slab, job);
 }
 
-function flush(device: Device, slab: Uint8Array, count: number): void {
-  const s = scratch(device);
-  const sent = device.transport!.send(slab, s.offsets, s.lengths, s.addrs, count);
-  if (sent < count) device.counters.drop('udp-send', count - sent);
+function flush(device: Device, slab: Uint8Array, job: SendJob): void {
+  const transport = device.transport;
+  if (!transport) {
+    device.counters.drop('udp-send', job.count);
+    return;
+  }
+  const sent = transport.send(slab, job.offsets, job.lengths, job.addrs, job.count);
+  if (sent < job.count) device.counters.drop('udp-send', job.count - sent);
 }
 
 /** Keeps a copy of a packet until the peer has a session, and asks for one. */
@@ -140,9 +183,12 @@ export function sendStaged(device: Device, peer: Peer): void {
     lengths[i] = p.length;
     slab.set(p, offsets[i]);
   });
+  // One slab per chunk: a chunk's sealing may still be running on a worker when the next starts.
   for (let start = 0; start < packets.length; start += device.batchSize) {
     const n = Math.min(device.batchSize, packets.length - start);
-    sendTunPackets(device, slab, offsets.subarray(start, start + n), lengths.subarray(start, start + n), n);
+    const chunk = start === 0 && n === packets.length ? slab : slab.slice(start * slotSize, (start + n) * slotSize);
+    const chunkOffsets = Int32Array.from(offsets.subarray(start, start + n), (o) => o - start * slotSize);
+    void sendTunPackets(device, chunk, chunkOffsets, lengths.subarray(start, start + n), n);
   }
 }
 

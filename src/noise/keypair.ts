@@ -53,15 +53,22 @@ export class Keypair {
     return now - this.createdAt >= REJECT_AFTER_TIME;
   }
 
+  /** Takes the next sending counter, or -1 when this keypair may no longer send. */
+  nextSendCounter(now: number): number {
+    const counter = this.sendCounter;
+    if (counter >= REJECT_AFTER_MESSAGES || this.isExpired(now)) return -1;
+    this.sendCounter = counter + 1;
+    return counter;
+  }
+
   /**
    * Encrypts plaintext (already padded by the caller) into a transport message in out:
    * header, then ciphertext and tag. plaintext may sit at out[16..] (in place). Returns the
    * message length, or -1 when the keypair is exhausted or expired.
    */
   seal(backend: CryptoBackend, plaintext: Uint8Array, out: Uint8Array, now: number): number {
-    const counter = this.sendCounter;
-    if (counter >= REJECT_AFTER_MESSAGES || this.isExpired(now)) return -1;
-    this.sendCounter = counter + 1;
+    const counter = this.nextSendCounter(now);
+    if (counter < 0) return -1;
     writeCounter(this.sendNonce, 4, counter);
     // Header after sealing: when plaintext sits at out[16..] the header bytes are not part of it.
     const written = backend.aeadSeal(out.subarray(TRANSPORT_HEADER_LENGTH), this.sendKey, this.sendNonce, plaintext, EMPTY);

@@ -114,11 +114,11 @@ export function writeCounter(bytes: Uint8Array, offset: number, counter: number)
 }
 
 /** Writes the type byte and zeroes the three reserved bytes. */
-export function writeHeader(bytes: Uint8Array, type: MessageType): void {
-  bytes[0] = type;
-  bytes[1] = 0;
-  bytes[2] = 0;
-  bytes[3] = 0;
+export function writeHeader(bytes: Uint8Array, type: MessageType, offset = 0): void {
+  bytes[offset] = type;
+  bytes[offset + 1] = 0;
+  bytes[offset + 2] = 0;
+  bytes[offset + 3] = 0;
 }
 
 /**
