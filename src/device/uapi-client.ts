@@ -4,6 +4,8 @@
  */
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
+import type { ConfigTransaction, DeviceSnapshot } from './config.ts';
+import { formatSet, parseGet } from './uapi.ts';
 import { DEFAULT_UAPI_DIR } from './uapi-server.ts';
 
 export interface UapiAnswer {
@@ -54,4 +56,26 @@ export async function readStats(ifname: string, dir?: string): Promise<Record<st
     const eq = l.indexOf('=');
     return [l.slice(0, eq), Number(l.slice(eq + 1))];
   }));
+}
+
+/** A device in another process, driven over its UAPI socket as wg drives it. */
+export class RemoteDevice {
+  readonly ifname: string;
+  readonly dir: string | undefined;
+
+  constructor(ifname: string, dir?: string) {
+    this.ifname = ifname;
+    this.dir = dir;
+  }
+
+  async get(): Promise<DeviceSnapshot> {
+    const answer = await uapiRequest(this.ifname, 'get=1\n\n', this.dir);
+    if (answer.errno !== 0) throw new Error(`get on ${this.ifname} failed: errno=${answer.errno}`);
+    return parseGet(answer.lines.join('\n') + '\n').snapshot;
+  }
+
+  async set(tx: ConfigTransaction): Promise<void> {
+    const answer = await uapiRequest(this.ifname, `set=1\n${formatSet(tx)}\n`, this.dir);
+    if (answer.errno !== 0) throw new Error(`set on ${this.ifname} failed: errno=${answer.errno}`);
+  }
 }
