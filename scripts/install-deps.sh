@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in iproute2 wireguard-tools wireguard-go iperf3 tcpdump iputils-ping nftables python3 make g++ libnode-dev; do
+for pkg in iproute2 wireguard-tools wireguard-go iperf3 tcpdump iputils-ping nftables ethtool python3 make g++ libnode-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 # libnode-dev provides the headers node-gyp builds against (.npmrc: nodedir=/usr); skip it when they exist.

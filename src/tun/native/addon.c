@@ -234,6 +234,8 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int32_t fd;
   if (!wgts_get_args(env, info, 1, argv) || !wgts_get_int32(env, argv[0], "fd", &fd)) return NULL;
+  /* Before close: once closed, another thread's udpOpen may get the same number. */
+  wgts_udp_forget(fd);
   /* Linux releases the descriptor even when close() reports EINTR, so never retry it. */
   if (close(fd) < 0 && errno != EINTR) {
     wgts_throw_errno(env, errno, "close", NULL);

@@ -88,5 +88,7 @@ bool wgts_init_tun(napi_env env, napi_value exports);
 bool wgts_init_udp(napi_env env, napi_value exports);
 bool wgts_init_poll(napi_env env, napi_value exports);
 bool wgts_export(napi_env env, napi_value exports, const char *name, napi_callback fn);
+/* Drops the offload state udpOpen keeps for fd (udp.c); close(fd) calls it first. */
+void wgts_udp_forget(int fd);
 
 #endif
