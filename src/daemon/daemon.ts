@@ -10,6 +10,7 @@ import { Device } from '../device/device.ts';
 import type { Logger } from '../device/logger.ts';
 import { isValidInterfaceName, UapiServer } from '../device/uapi-server.ts';
 import { defaultBackend } from '../noise/crypto/index.ts';
+import { loadNative } from '../tun/native.ts';
 import { TunDevice } from '../tun/tun-device.ts';
 import { reportReady } from '../cli/launcher.ts';
 import { TunPump, udpTransports } from './io.ts';
@@ -32,6 +33,19 @@ export function defaultWorkers(cpus: number = availableParallelism()): number {
   return cpus <= 2 ? 0 : Math.min(4, cpus - 2);
 }
 
+/** MTU of an interface the daemon creates: wireguard-go's DefaultMTU (1500 − 80). */
+export const DEFAULT_MTU = 1420;
+
+/** Whether a network interface of this name exists in our network namespace. */
+function interfaceExists(ifname: string): boolean {
+  try {
+    loadNative().getMtu(ifname);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function createLogger(level: string, ifname: string): pino.Logger {
   return pino({ level, base: { ifname } }, pino.destination(2));
 }
@@ -47,7 +61,12 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   }
   let tun: TunDevice;
   try {
+    const created = !interfaceExists(ifname);
     tun = TunDevice.open(ifname, { persist: options.persist ?? false });
+    // A new TUN starts at 1500, which with WireGuard's 60/80 bytes of overhead makes every
+    // full-size packet an outer fragment; start at wireguard-go's 1420 instead. A persistent
+    // interface we attach to keeps the MTU it has (wg-quick or the mesh sets their own).
+    if (created) tun.mtu = DEFAULT_MTU;
   } catch (err) {
     const message = `cannot create TUN ${ifname}: ${(err as Error).message}`;
     logger.error(message);

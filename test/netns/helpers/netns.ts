@@ -17,7 +17,7 @@
  */
 import type { ChildProcess, SpawnOptions } from 'node:child_process';
 import { spawn as spawnChild, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -209,6 +209,10 @@ export class NetnsBed {
   private readonly rootLinks: string[] = [];
   private readonly processes = new Map<number, TrackedProcess>();
   private readonly tempDirs: string[] = [];
+  /** Processes this bed did not spawn itself (e.g. a daemon that forked away), stopped by PID. */
+  private readonly adoptedPids = new Map<number, string>();
+  /** Files (e.g. a UAPI socket left by a SIGKILLed daemon) removed by cleanup(). */
+  private readonly trackedPaths: string[] = [];
   private subnetCounter = 0;
   private ifnameCounter = 0;
   private cleaned = false;
@@ -299,6 +303,19 @@ export class NetnsBed {
     this.rootLinks.push(ifname);
   }
 
+  /**
+   * Adopts a process this bed did not spawn (a daemon that detached, found with namespacePids()),
+   * so cleanup() stops it by PID. Adopting a PID twice is harmless.
+   */
+  trackPid(pid: number, name: string): void {
+    this.adoptedPids.set(pid, name);
+  }
+
+  /** A file cleanup() removes (if it still exists), e.g. a UAPI socket a killed daemon left. */
+  trackPath(path: string): void {
+    if (!this.trackedPaths.includes(path)) this.trackedPaths.push(path);
+  }
+
   /** A private (0700) temporary directory removed by cleanup(). */
   tempDir(): string {
     const dir = mkdtempSync(join(tmpdir(), `${this.prefix}-`));
@@ -380,6 +397,14 @@ export class NetnsBed {
     process.removeListener('exit', this.exitHook);
     const failures: string[] = [];
     await Promise.all([...this.processes.values()].map((proc) => this.stop(proc).catch((err: Error) => failures.push(`${proc.name}: ${err.message}`))));
+    // Adopted processes, then anything else still running inside our namespaces (a daemon that
+    // detached from its launcher): deleting a namespace does not end the processes in it.
+    const leftovers = new Map(this.adoptedPids);
+    this.adoptedPids.clear();
+    for (const ns of this.namespaces) {
+      for (const pid of await namespacePids(ns)) if (!leftovers.has(pid)) leftovers.set(pid, `process in ${ns}`);
+    }
+    await Promise.all([...leftovers].map(([pid, name]) => stopPid(pid).catch((err: Error) => failures.push(`${name} (pid ${pid}): ${err.message}`))));
     for (const link of this.rootLinks.splice(0)) {
       const result = await exec(undefined, 'ip', ['link', 'delete', link], { allowFailure: true });
       if (result.code !== 0 && !/Cannot find device/.test(result.stderr)) failures.push(`ip link delete ${link}: ${result.stderr.trim()}`);
@@ -388,11 +413,11 @@ export class NetnsBed {
       const result = await exec(undefined, 'ip', ['netns', 'delete', ns], { allowFailure: true });
       if (result.code !== 0 && !/No such file/.test(result.stderr)) failures.push(`ip netns delete ${ns}: ${result.stderr.trim()}`);
     }
-    for (const dir of this.tempDirs.splice(0)) {
+    for (const path of [...this.tempDirs.splice(0), ...this.trackedPaths.splice(0)]) {
       try {
-        rmSync(dir, { recursive: true, force: true });
+        rmSync(path, { recursive: true, force: true });
       } catch (err) {
-        failures.push(`rm ${dir}: ${(err as Error).message}`);
+        failures.push(`rm ${path}: ${(err as Error).message}`);
       }
     }
     const leftover = (await listNamespaces()).filter((ns) => ns === this.prefix || ns.startsWith(`${this.prefix}-`));
@@ -405,9 +430,14 @@ export class NetnsBed {
     if (this.cleaned) return;
     this.cleaned = true;
     for (const proc of this.processes.values()) signal(proc.pid, 'SIGKILL');
+    for (const pid of this.adoptedPids.keys()) signal(pid, 'SIGKILL');
+    for (const ns of this.namespaces) {
+      const pids = spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout ?? '';
+      for (const pid of pids.split(/\s+/).filter(Boolean).map(Number)) signal(pid, 'SIGKILL');
+    }
     for (const link of this.rootLinks) spawnSync('ip', ['link', 'delete', link], { stdio: 'ignore' });
     for (const ns of this.namespaces) spawnSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' });
-    for (const dir of this.tempDirs) rmSync(dir, { recursive: true, force: true });
+    for (const path of [...this.tempDirs, ...this.trackedPaths]) rmSync(path, { recursive: true, force: true });
   }
 }
 
@@ -419,7 +449,43 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   }
 }
 
-function processAlive(pid: number): boolean {
+/** SIGTERM, SIGKILL after graceMs; resolves once the process is gone (for processes we did not spawn). */
+export async function stopPid(pid: number, graceMs = 3_000): Promise<void> {
+  if (!pidRunning(pid)) return;
+  signal(pid, 'SIGTERM');
+  try {
+    await waitFor(() => !pidRunning(pid), { timeoutMs: graceMs, intervalMs: 20, what: `pid ${pid} to exit` });
+  } catch {
+    signal(pid, 'SIGKILL');
+    await waitFor(() => !pidRunning(pid), { timeoutMs: 5_000, intervalMs: 20, what: `pid ${pid} to exit after SIGKILL` });
+  }
+}
+
+/**
+ * Whether pid is a live process: it exists and is not a zombie. (A detached daemon's zombie may
+ * never be reaped when PID 1 does not reap orphans, as in some containers.)
+ */
+export function pidRunning(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return false;
+  }
+  // pid (comm) state …: comm may contain spaces and parentheses; the state follows the last ')'.
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X' && state !== '';
+}
+
+/** PIDs of the processes whose network namespace is ns (`ip netns pids`); empty if ns is gone. */
+export async function namespacePids(ns: string): Promise<number[]> {
+  const result = await exec(undefined, 'ip', ['netns', 'pids', ns], { allowFailure: true });
+  if (result.code !== 0) return [];
+  return result.stdout.split(/\s+/).filter(Boolean).map(Number);
+}
+
+/** Whether a process with this PID exists (a zombie counts until reaped). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
