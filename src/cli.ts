@@ -23,6 +23,12 @@ export function logLevelFromEnv(value: string | undefined): string {
   }
 }
 
+function parsePort(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new InvalidArgumentError('a port from 1 to 65535');
+  return n;
+}
+
 function parseWorkers(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 64) throw new InvalidArgumentError('a whole number from 0 to 64');
@@ -65,6 +71,38 @@ program
   .command('pubkey')
   .description('read a base64 private key on stdin, print its public key (like wg pubkey)')
   .action(() => pubkey(process.stdin, process.stdout));
+
+program
+  .command('mesh')
+  .description('the node agent: peers from Kubernetes Nodes, configuring the data plane (wgts --persist <interface>) over UAPI')
+  .option('--kubeconfig <file>', 'kubeconfig file (default: in-cluster config)')
+  .option('--node-name <name>', 'this node (default: $NODE_NAME)')
+  .option('--interface <ifname>', 'the data plane interface', 'wgts0')
+  .option('--listen-port <port>', 'WireGuard UDP port of this node', (v) => parsePort(v), 51820)
+  .option('--key-file <path>', 'private key file (created 0600 on first start)', '/var/lib/wgts/private.key')
+  .option('--host-encryption', 'also encrypt host-to-host traffic between node addresses')
+  .option('--strict', 'drop traffic to and from nodes that are not encrypted instead of sending it in the clear')
+  .option('--rotate-keys <duration>', 'rotate the node key on this schedule (e.g. 24h); off by default')
+  .option('--metrics-listen <addr>', 'serve /metrics, /healthz, /readyz on [host]:port', ':9586')
+  .option('--log-level <level>', 'error|warn|info|debug', 'info')
+  .action(async (options: { kubeconfig?: string; nodeName?: string; interface: string; listenPort: number; keyFile: string; hostEncryption?: boolean; strict?: boolean; rotateKeys?: string; metricsListen: string; logLevel: string }) => {
+    const { runMesh } = await import('./mesh/run.ts');
+    process.exitCode = await runMesh(options);
+  });
+
+program
+  .command('verify')
+  .description('capture the underlay and report, per peer node, bytes seen encrypted vs in the clear; exit 1 if anything leaked')
+  .option('-i, --interface <ifname>', 'underlay interface to capture on', 'eth0')
+  .option('-s, --seconds <n>', 'how long to capture', (v) => Number(v), 10)
+  .option('--wg-interface <ifname>', 'the WireGuard interface whose peers to check', 'wgts0')
+  .option('--json', 'one JSON document on stdout')
+  .action(async (options: { interface: string; seconds: number; wgInterface: string; json?: boolean }) => {
+    const { runVerify } = await import('./mesh/verify.ts');
+    const abort = new AbortController();
+    process.once('SIGINT', () => abort.abort());
+    process.exitCode = await runVerify({ interface: options.interface, seconds: options.seconds, wgInterface: options.wgInterface, json: options.json ?? false, signal: abort.signal });
+  });
 
 program
   .command('demo')

@@ -48,7 +48,8 @@ export class MeshMetrics {
   listen(address: string, staleAfterMs = 120_000): Promise<Server> {
     const match = /^(?:\[?([^\]]*)\]?)?:(\d+)$/.exec(address);
     if (!match) throw new Error(`--metrics-listen ${address}: expected [host]:port`);
-    const host = match[1] || '0.0.0.0';
+    // ":port" listens on every address, IPv6 included where the host has it.
+    const host = match[1] || undefined;
     const port = Number(match[2]);
     const server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0];
@@ -77,7 +78,8 @@ export class MeshMetrics {
     });
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen(port, host, () => resolve(server));
+      if (host) server.listen(port, host, () => resolve(server));
+      else server.listen(port, () => resolve(server));
     });
   }
 }
