@@ -7,28 +7,23 @@
  */
 import { statSync } from 'node:fs';
 import type { Server } from 'node:http';
-import { lookup } from 'node:dns/promises';
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import type { Cidr } from '../device/config.ts';
 import type { Logger } from '../device/logger.ts';
 import { readStats, RemoteDevice, uapiSocketPath } from '../device/uapi-client.ts';
 import { generatePrivateKey, publicKeyOf } from '../cli/keys.ts';
 import { keyToBase64 } from '../util/hex.ts';
-import { formatEndpoint, formatIp, parseIp } from '../util/ip.ts';
+import { parseIp } from '../util/ip.ts';
 import { HostNetwork } from './host-network.ts';
 import { loadOrCreateKey, writeKeyFile } from './keys.ts';
-import { KubernetesSource } from './kubernetes-source.ts';
 import { MeshMetrics } from './metrics.ts';
 import { detectUnderlayMtu, tunnelMtu } from './mtu.ts';
-import type { DesiredFromNodes, NodeFacts } from './nodes.ts';
-import { interfaceAddressesFor, nodeFacts } from './nodes.ts';
 import { Reconciler } from './reconciler.ts';
-import type { HostConfig, StrictExemption } from './types.ts';
+import type { HostConfig, MeshSource, MeshState } from './types.ts';
 import { MESH_DEFAULTS } from './types.ts';
 
 export interface MeshAgentOptions {
-  readonly nodeName: string;
-  readonly kubeconfig?: string;
+  /** Where peers come from: KubernetesSource, FileSource. */
+  readonly source: MeshSource;
   readonly ifname: string;
   readonly listenPort: number;
   readonly keyFile: string;
@@ -62,10 +57,9 @@ export class MeshAgent {
   private readonly plane: RemoteDevice;
   private readonly reconciler: Reconciler;
   private readonly host = new HostNetwork();
-  private source: KubernetesSource | undefined;
+  private readonly source: MeshSource;
   private privateKey: Uint8Array;
-  private self: NodeFacts | undefined;
-  private exemptions: StrictExemption[] = [];
+  private started = false;
   private underlayMtu: number | undefined;
   private running: Promise<void> | undefined;
   private again = false;
@@ -79,49 +73,28 @@ export class MeshAgent {
     this.logger = options.logger;
     this.plane = new RemoteDevice(options.ifname, options.uapiDir);
     this.reconciler = new Reconciler(this.plane);
+    this.source = options.source;
     const { key, created } = loadOrCreateKey(options.keyFile);
     this.privateKey = key;
     this.logger.info({ keyFile: options.keyFile, created, publicKey: keyToBase64(publicKeyOf(key)) }, created ? 'generated a node key' : 'loaded the node key');
   }
 
+  /** The public key this agent's private key gives (a FileSource finds its own entry by it). */
+  get publicKey(): Uint8Array {
+    return publicKeyOf(this.privateKey);
+  }
+
   async start(): Promise<void> {
     if (this.options.metricsListen) this.server = await this.metrics.listen(this.options.metricsListen);
-    const kc = new KubeConfig();
-    if (this.options.kubeconfig) kc.loadFromFile(this.options.kubeconfig);
-    else kc.loadFromCluster();
-    this.exemptions = await apiServerExemptions(kc, this.logger);
-    const source = new KubernetesSource({
-      kubeConfig: kc,
-      nodeName: this.options.nodeName,
-      hostEncryption: this.options.hostEncryption,
-      defaultPort: this.options.listenPort,
-      logger: this.logger,
-    });
-    this.source = source;
-    this.self = nodeFacts(await source.readSelf());
-    if (!this.self.internalIps[0]) throw new Error(`node ${this.options.nodeName} has no InternalIP`);
-    this.underlayMtu = await detectUnderlayMtu(this.self.internalIps[0]).catch(() => undefined);
-    await source.start(() => this.trigger());
-    await this.publish();
+    await this.source.start(() => this.trigger());
+    this.started = true;
+    this.underlayMtu = await detectUnderlayMtu(this.source.self().underlayAddress).catch(() => undefined);
+    await this.source.publish(this.publicKey, this.options.listenPort);
     this.timers.push(setInterval(() => this.watchDataPlane(), DATA_PLANE_POLL_MS));
     this.timers.push(setInterval(() => this.trigger(), RESYNC_MS));
     if (this.options.rotateKeysMs) this.timers.push(setInterval(() => void this.rotateKey(), this.options.rotateKeysMs));
     for (const t of this.timers) t.unref();
     this.trigger();
-  }
-
-  private interfaceAddresses(): Cidr[] {
-    return interfaceAddressesFor(this.self?.podCidrs ?? []);
-  }
-
-  private async publish(): Promise<void> {
-    const self = this.self!;
-    const endpointHost = self.internalIps[0]!;
-    await this.source!.publish({
-      publicKey: keyToBase64(publicKeyOf(this.privateKey)),
-      endpoint: formatEndpoint({ host: formatIp(parseIp(endpointHost).bytes), port: this.options.listenPort }),
-      interfaceAddress: this.interfaceAddresses().map((c) => formatIp(c.address)).join(','),
-    });
   }
 
   /** Reconciles now, or once more after the run in progress. */
@@ -151,7 +124,7 @@ export class MeshAgent {
 
   private async reconcileOnce(): Promise<void> {
     const source = this.source;
-    if (!source || this.stopped) return;
+    if (!this.started || this.stopped) return;
     this.metrics.lastLoopAt = Date.now();
     const desired = source.current();
     const end = this.metrics.reconcileSeconds.startTimer();
@@ -180,15 +153,17 @@ export class MeshAgent {
     }
   }
 
-  hostConfig(desired: DesiredFromNodes): HostConfig {
+  hostConfig(desired: MeshState): HostConfig {
+    const self = this.source.self();
+    const exemptions = this.source.exemptions();
     const routes = [...desired.peers.flatMap((p) => p.allowedIps), ...desired.blackholed];
-    const throws = [...(this.self?.podCidrs ?? [])];
-    // API server traffic (TLS already) never depends on the tunnel: a broken tunnel cannot lock the node out.
-    if (this.options.hostEncryption) throws.push(...this.exemptions.map((e) => e.address));
-    const family = this.self?.internalIps[0] && parseIp(this.self.internalIps[0]).family === 6 ? 6 : 4;
+    const throws = [...self.localPrefixes];
+    // Control-plane traffic (TLS already) never depends on the tunnel: a broken tunnel cannot lock the node out.
+    if (this.options.hostEncryption) throws.push(...exemptions.map((e) => e.address));
+    const family = parseIp(self.underlayAddress).family;
     return {
       ifname: this.options.ifname,
-      addresses: this.interfaceAddresses(),
+      addresses: self.interfaceAddresses,
       mtu: tunnelMtu(this.underlayMtu, family),
       table: MESH_DEFAULTS.table,
       rulePriority: MESH_DEFAULTS.rulePriority,
@@ -200,17 +175,14 @@ export class MeshAgent {
         ? {
             strict: {
               drop: desired.unencrypted.flatMap((n) => n.prefixes),
-              exempt: [
-                ...this.exemptions,
-                ...(this.self?.internalIps ?? []).map((ip) => ({ address: hostCidr(ip), protocol: 'udp' as const, port: this.options.listenPort })),
-              ],
+              exempt: [...exemptions, { address: hostCidr(self.underlayAddress), protocol: 'udp' as const, port: this.options.listenPort }],
             },
           }
         : {}),
     };
   }
 
-  private async observe(desired: DesiredFromNodes): Promise<void> {
+  private async observe(desired: MeshState): Promise<void> {
     const snapshot = await this.plane.get();
     const names = new Map(desired.peers.map((p) => [Buffer.from(p.publicKey).toString('hex'), p.name]));
     this.metrics.observePeers(snapshot, names, desired.peers.length, desired.unencrypted.length, Date.now());
@@ -230,13 +202,13 @@ export class MeshAgent {
     this.logger.info({ publicKey: keyToBase64(publicKeyOf(key)) }, 'rotating the node key');
     this.trigger();
     await this.running;
-    await this.publish();
+    await this.source.publish(this.publicKey, this.options.listenPort);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
-    await this.source?.stop();
+    await this.source.stop();
     await this.running;
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
@@ -245,37 +217,6 @@ export class MeshAgent {
 function hostCidr(address: string): Cidr {
   const ip = parseIp(address);
   return { family: ip.family, address: ip.bytes, prefix: ip.family === 4 ? 32 : 128 };
-}
-
-/**
- * Where the API server really is: the kubeconfig's server (resolved once if it is a name) and,
- * since in-cluster that is only the `kubernetes` Service's virtual IP, the endpoints behind
- * that Service — the addresses packets actually reach after kube-proxy.
- */
-async function apiServerExemptions(kc: KubeConfig, logger: Logger): Promise<StrictExemption[]> {
-  const out: StrictExemption[] = [];
-  const server = kc.getCurrentCluster()?.server;
-  if (server) {
-    const url = new URL(server);
-    const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
-    const host = url.hostname.replace(/^\[|\]$/g, '');
-    try {
-      for (const a of await lookup(host, { all: true })) out.push({ address: hostCidr(a.address), protocol: 'tcp', port });
-    } catch (err) {
-      logger.warn({ server, err: (err as Error).message }, 'cannot resolve the API server address in the kubeconfig');
-    }
-  }
-  try {
-    const endpoints = await kc.makeApiClient(CoreV1Api).readNamespacedEndpoints({ name: 'kubernetes', namespace: 'default' });
-    for (const subset of endpoints.subsets ?? []) {
-      for (const address of subset.addresses ?? []) {
-        for (const port of subset.ports ?? []) out.push({ address: hostCidr(address.ip), protocol: 'tcp', port: port.port });
-      }
-    }
-  } catch (err) {
-    logger.debug({ err: String((err as Error).message ?? err) }, 'no endpoints for the kubernetes Service; exempting the kubeconfig address only');
-  }
-  return out;
 }
 
 export function parseDuration(text: string): number {

@@ -1,7 +1,9 @@
 /** `wgts mesh` process: flags to MeshAgent, logs, signals. The agent leaves peers and routes in place on exit. */
 import pino from 'pino';
 import type { Logger } from '../device/logger.ts';
+import { KubeConfig } from '@kubernetes/client-node';
 import { MeshAgent, parseDuration } from './agent.ts';
+import { KubernetesSource } from './kubernetes-source.ts';
 
 export interface MeshCommandOptions {
   readonly kubeconfig?: string;
@@ -25,9 +27,12 @@ export async function runMesh(options: MeshCommandOptions): Promise<number> {
   }
   let agent: MeshAgent;
   try {
+    const kubeConfig = new KubeConfig();
+    if (options.kubeconfig) kubeConfig.loadFromFile(options.kubeconfig);
+    else kubeConfig.loadFromCluster();
+    const source = new KubernetesSource({ kubeConfig, nodeName, hostEncryption: options.hostEncryption ?? false, defaultPort: options.listenPort, logger: logger as Logger });
     agent = new MeshAgent({
-      nodeName,
-      ...(options.kubeconfig ? { kubeconfig: options.kubeconfig } : {}),
+      source,
       ifname: options.interface,
       listenPort: options.listenPort,
       keyFile: options.keyFile,

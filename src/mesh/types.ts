@@ -30,9 +30,36 @@ export interface DesiredPeers {
   readonly synced: boolean;
 }
 
-/** A source of desired peers; calls onChange whenever the set may have changed. */
-export interface PeerSource {
-  start(onChange: (desired: DesiredPeers) => void): Promise<void>;
+/** The desired peers plus what must never travel in the clear even without a peer. */
+export interface MeshState extends DesiredPeers {
+  /** Prefixes routed into the tunnel with no peer (e.g. nodes sharing a key): dropped, not leaked. */
+  readonly blackholed: readonly Cidr[];
+}
+
+/** Who this host is in the mesh, as its source describes it. */
+export interface SelfFacts {
+  readonly name: string;
+  /** The underlay address peers reach us on (its interface gives the MTU). */
+  readonly underlayAddress: string;
+  /** Tunnel interface addresses. */
+  readonly interfaceAddresses: readonly Cidr[];
+  /** Local prefixes that must stay off the tunnel (e.g. this node's pod CIDRs). */
+  readonly localPrefixes: readonly Cidr[];
+}
+
+/**
+ * Where peers come from (Kubernetes Nodes, a peers file). The agent reconciles whenever
+ * onChange fires and on its own schedule; current() must be cheap.
+ */
+export interface MeshSource {
+  /** Starts watching; resolves once self() is known. */
+  start(onChange: () => void): Promise<void>;
+  current(): MeshState;
+  self(): SelfFacts;
+  /** Tells the other hosts our public key and endpoint, where the source can (Kubernetes: annotations). */
+  publish(publicKey: Uint8Array, listenPort: number): Promise<void>;
+  /** Control-plane addresses that --strict and host encryption must never cut off. */
+  exemptions(): readonly StrictExemption[];
   stop(): Promise<void>;
 }
 
