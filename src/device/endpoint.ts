@@ -1,63 +1,56 @@
 /**
- * Endpoints as the fixed 40-byte records the UDP layer reads and writes (src/tun/README.md):
- * [0..16) remote IP as IPv6 (IPv4 mapped), [16..18) remote port big-endian, [18] family,
- * [20..36) local source address (sticky source), [36..40) interface index. The data path copies
- * records between typed arrays; nothing is parsed per packet.
+ * Endpoints as the device keeps them: the fixed 40-byte records of the UDP layer
+ * (src/tun/address.ts owns the layout), addressed here by byte offset. The data path only
+ * copies and compares records; nothing is parsed per packet.
  */
 import type { EndpointAddress } from './config.ts';
-import { formatIp, parseIp } from '../util/ip.ts';
+import {
+  ADDRESS_RECORD_SIZE,
+  clearLocal,
+  copyRecord as copySlot,
+  FAMILY_OFFSET,
+  readEndpoint,
+  readPort,
+  REMOTE_IP_OFFSET,
+  writeEndpoint,
+} from '../tun/address.ts';
 
-export const ENDPOINT_SIZE = 40;
-const REMOTE_SIZE = 19;
-const LOCAL_OFFSET = 20;
+export const ENDPOINT_SIZE = ADDRESS_RECORD_SIZE;
 
+const slot = (offset: number): number => offset / ENDPOINT_SIZE;
+
+/** Sets a record to endpoint, with no sticky source yet. */
 export function writeEndpointRecord(record: Uint8Array, offset: number, endpoint: EndpointAddress): void {
-  const ip = parseIp(endpoint.host);
-  record.fill(0, offset, offset + ENDPOINT_SIZE);
-  if (ip.family === 4) {
-    record[offset + 10] = 0xff;
-    record[offset + 11] = 0xff;
-    record.set(ip.bytes, offset + 12);
-  } else {
-    record.set(ip.bytes, offset);
-  }
-  record[offset + 16] = endpoint.port >>> 8;
-  record[offset + 17] = endpoint.port & 0xff;
-  record[offset + 18] = ip.family;
+  writeEndpoint(record, slot(offset), endpoint.host, endpoint.port);
+  clearLocal(record, slot(offset));
 }
 
 export function readEndpointRecord(record: Uint8Array, offset: number): EndpointAddress {
-  const family = record[offset + 18];
-  const port = (record[offset + 16]! << 8) | record[offset + 17]!;
-  const host = family === 4 ? formatIp(record.subarray(offset + 12, offset + 16)) : formatIp(record.subarray(offset, offset + 16));
-  return { host, port };
+  const e = readEndpoint(record, slot(offset));
+  return { host: e.address, port: e.port };
 }
 
-/** Same remote address and port (the local source part is not compared). */
-export function sameRemote(a: Uint8Array, aOffset: number, b: Uint8Array, bOffset: number): boolean {
-  for (let i = 0; i < REMOTE_SIZE; i++) if (a[aOffset + i] !== b[bOffset + i]) return false;
-  return true;
-}
-
+/** Same remote and same local source: nothing to update on roaming. */
 export function sameRecord(a: Uint8Array, aOffset: number, b: Uint8Array, bOffset: number): boolean {
   for (let i = 0; i < ENDPOINT_SIZE; i++) if (a[aOffset + i] !== b[bOffset + i]) return false;
   return true;
 }
 
 export function copyRecord(dst: Uint8Array, dstOffset: number, src: Uint8Array, srcOffset: number): void {
-  dst.set(src.subarray(srcOffset, srcOffset + ENDPOINT_SIZE), dstOffset);
+  copySlot(src, slot(srcOffset), dst, slot(dstOffset));
 }
 
 /** Forget the sticky local source address (it may have gone away). */
 export function clearSource(record: Uint8Array, offset: number): void {
-  record.fill(0, offset + LOCAL_OFFSET, offset + ENDPOINT_SIZE);
+  clearLocal(record, slot(offset));
 }
 
-/** The remote IP (4 or 16 bytes) of a record, as a view. */
+/** The remote IP (4 or 16 bytes) of a record, as a view: cookies are bound to it. */
 export function remoteIp(record: Uint8Array, offset: number): Uint8Array {
-  return record[offset + 18] === 4 ? record.subarray(offset + 12, offset + 16) : record.subarray(offset, offset + 16);
+  const at = offset + REMOTE_IP_OFFSET;
+  return record[offset + FAMILY_OFFSET] === 4 ? record.subarray(at + 12, at + 16) : record.subarray(at, at + 16);
 }
 
 export function remotePort(record: Uint8Array, offset: number): number {
-  return (record[offset + 16]! << 8) | record[offset + 17]!;
+  return readPort(record, slot(offset));
 }
