@@ -101,6 +101,9 @@ export function runEntries(backend: CryptoBackend, batch: CryptoBatch, slab: Uin
     }
   }
   key.fill(0);
+  // The batch's copies of the session keys go too: a keypair zeroed later must not live on
+  // here (entries [start, end) are this caller's alone; results stay for the finisher).
+  batch.keys.fill(0, start * 32, end * 32);
 }
 
 const EMPTY = new Uint8Array(0);

@@ -177,6 +177,7 @@ export class Device implements DeviceControl {
   }
 
   private setPrivateKey(privateKey: Uint8Array): void {
+    const old = this.identity;
     const zero = privateKey.every((b) => b === 0);
     if (zero) {
       this.identity = undefined;
@@ -197,6 +198,8 @@ export class Device implements DeviceControl {
       this.resetSessions(peer);
       peer.rekey(this.backend, this.identity);
     }
+    // Nothing refers to the replaced key any more: wipe it (best effort, see RELIABILITY.md).
+    if (old && old !== this.identity) old.privateKey.fill(0);
   }
 
   private applyPeer(change: PeerChange): void {
@@ -215,6 +218,7 @@ export class Device implements DeviceControl {
     }
     const now = this.now();
     if (change.presharedKey !== undefined && !Buffer.from(change.presharedKey).equals(Buffer.from(peer.presharedKey))) {
+      peer.presharedKey.fill(0);
       peer.presharedKey = Uint8Array.from(change.presharedKey);
       peer.rekey(this.backend, this.identity);
     }
@@ -243,6 +247,7 @@ export class Device implements DeviceControl {
     peer.staged = [];
     this.allowedIps.removeValue(peer);
     this.peers.delete(peer.publicKeyHex);
+    peer.wipe();
   }
 
   /** Drops every session and pending handshake of a peer (keys wiped, indices released). */
@@ -323,6 +328,9 @@ export class Device implements DeviceControl {
     if (this.closed) return;
     for (const peer of [...this.peers.values()]) this.removePeer(peer);
     this.closed = true;
+    this.identity?.privateKey.fill(0);
+    this.identity = undefined;
+    this.cookieChecker = undefined;
     this.crypto.close();
     this.transport?.close();
     this.transport = undefined;

@@ -45,6 +45,7 @@ export class Peer {
 
   /** Recomputes what depends on our identity and the preshared key. */
   rekey(backend: CryptoBackend, identity: StaticIdentity | undefined): void {
+    this.wipeDerivedKeys();
     if (!identity) {
       this.keys = undefined;
       this.cookies = undefined;
@@ -52,6 +53,20 @@ export class Peer {
     }
     this.keys = createPeerKeys(backend, identity, this.publicKey, this.presharedKey);
     this.cookies = new CookieGenerator(backend, this.keys.mac1Key, this.keys.cookieKey);
+  }
+
+  /** Best-effort wipe of the peer's secrets (preshared key and what our private key derived), for a removed peer. */
+  wipe(): void {
+    this.wipeDerivedKeys();
+    this.keys = undefined;
+    this.cookies = undefined;
+    this.presharedKey.fill(0);
+  }
+
+  /** Zeroes the secret parts of keys (the DH of both statics, the preshared key copy) before they are replaced. */
+  private wipeDerivedKeys(): void {
+    this.keys?.staticStatic.fill(0);
+    this.keys?.presharedKey.fill(0);
   }
 
   hasPresharedKey(): boolean {

@@ -33,7 +33,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { join } from 'node:path';
 import { isMainThread } from 'node:worker_threads';
 import { ConfigError, EADDRINUSE, EINVAL, EIO, type DeviceControl } from './config.ts';
-import { formatGet, SetParser, UAPI_MAX_LINE_BYTES, UAPI_MAX_REQUEST_BYTES } from './uapi.ts';
+import { formatGet, redactLine, SetParser, UAPI_MAX_LINE_BYTES, UAPI_MAX_REQUEST_BYTES } from './uapi.ts';
 
 /** wireguard-go's IpcErrorUnknown: ENOANO, for failures that carry no errno of their own. */
 export const ENOANO = 55;
@@ -250,7 +250,7 @@ export class UapiServer extends EventEmitter<UapiServerEvents> {
         if (!keepGoing) return;
         continue;
       }
-      this.log(`uapi: invalid operation ${JSON.stringify(op.line.slice(0, 40))}; closing connection`);
+      this.log(`uapi: invalid operation ${JSON.stringify(redactLine(op.line))}; closing connection`);
       return;
     }
   }

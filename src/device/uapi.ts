@@ -66,8 +66,18 @@ const ZERO_KEY = new Uint8Array(32);
 // Messages that never leak secrets
 
 /**
+ * A run of key-alphabet characters (hex, base64, base64url) long enough to be part of a key:
+ * 16 characters carry at least 8 bytes of a hex key or 12 of a base64 one. Pure digit runs
+ * (an out-of-range port or fwmark) are not key material and stay visible.
+ */
+const KEY_MATERIAL = /(?=[0-9]*[A-Za-z+/=_-])[A-Za-z0-9+/=_-]{16,}/;
+const KEY_MATERIAL_ALL = new RegExp(KEY_MATERIAL.source, 'g');
+const KNOWN_KEYS = new Set([...DEVICE_KEYS, ...PEER_KEYS, ...GET_ONLY_KEYS, 'public_key']);
+
+/**
  * The line as it may appear in a log or error message: secret values replaced by <redacted>,
- * anything that looks like key material outside a public_key line redacted too, long lines cut.
+ * anything that looks like key material (a long hex/base64/base64url run) outside a public_key
+ * value redacted too — in the value and in an unknown key name alike — and long lines cut.
  */
 export function redactLine(line: string): string {
   const trimmed = line.trimStart().toLowerCase();
@@ -75,11 +85,17 @@ export function redactLine(line: string): string {
     if (trimmed.startsWith(secret)) return `${secret}=<redacted>`;
   }
   const eq = line.indexOf('=');
-  const key = eq < 0 ? line : line.slice(0, eq);
-  if (key !== 'public_key' && /[0-9a-fA-F]{64}|[A-Za-z0-9+/]{43}=/.test(line)) {
-    return eq < 0 ? '<redacted>' : `${clip(key)}=<redacted>`;
-  }
-  return clip(line);
+  if (eq < 0) return KEY_MATERIAL.test(line) ? '<redacted>' : clip(line);
+  const key = line.slice(0, eq);
+  const value = line.slice(eq + 1);
+  if (key === 'public_key') return clip(line);
+  return `${redactKeyName(key)}=${KEY_MATERIAL.test(value) ? '<redacted>' : clip(value, 96 - Math.min(key.length, 40))}`;
+}
+
+/** A key name as it may appear in a message: known names as they are, unknown ones unless they look like key material. */
+export function redactKeyName(key: string): string {
+  if (KNOWN_KEYS.has(key)) return key;
+  return KEY_MATERIAL.test(key) ? '<redacted>' : clip(key, 40);
 }
 
 function clip(text: string, max = 96): string {
@@ -253,7 +269,7 @@ export class SetParser {
     }
 
     if (GET_ONLY_KEYS.has(key)) throw lineError(n, line, `${key} is reported by get; set does not accept it`);
-    throw lineError(n, line, `unknown key ${JSON.stringify(clip(key, 40))}`);
+    throw lineError(n, line, `unknown key ${JSON.stringify(redactKeyName(key))}`);
   }
 
   private flushPeer(): void {
@@ -316,7 +332,8 @@ function parseWith<T>(n: number, line: string, parse: () => T): T {
   try {
     return parse();
   } catch (err) {
-    throw lineError(n, line, (err as Error).message);
+    // The parsers quote the value they refused: no key material through that door either.
+    throw lineError(n, line, (err as Error).message.replace(KEY_MATERIAL_ALL, '<redacted>'));
   }
 }
 
@@ -464,7 +481,7 @@ export function parseGet(text: string): ParsedGet {
           fwmark = parseUint(n, line, key, value, 0xffffffff);
           continue;
       }
-      throw lineError(n, line, `unexpected device key ${JSON.stringify(clip(key, 40))}`);
+      throw lineError(n, line, `unexpected device key ${JSON.stringify(redactKeyName(key))}`);
     }
     switch (key) {
       case 'preshared_key':
@@ -495,7 +512,7 @@ export function parseGet(text: string): ParsedGet {
         peer.allowedIps.push(parseAllowedIp(n, line, value));
         continue;
     }
-    throw lineError(n, line, `unexpected peer key ${JSON.stringify(clip(key, 40))}`);
+    throw lineError(n, line, `unexpected peer key ${JSON.stringify(redactKeyName(key))}`);
   }
   flush();
   return { snapshot: { privateKey, listenPort, fwmark, peers }, errno };

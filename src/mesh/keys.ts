@@ -2,7 +2,7 @@
  * The node's private key on disk: created on first start (0600, in a 0700 directory), refused
  * when group or others can read it — a key that leaked is not a key to keep using.
  */
-import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { generatePrivateKey } from '../cli/keys.ts';
 import { keyFromBase64, keyToBase64 } from '../util/hex.ts';
@@ -38,7 +38,9 @@ export function writeKeyFile(path: string, key: Uint8Array): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   chmodSync(dir, 0o700);
   const temp = `${path}.${process.pid}.tmp`;
-  const fd = openSync(temp, 'w', 0o600);
+  // A fresh file (O_EXCL: never a leftover with a wider mode, never through a planted symlink).
+  rmSync(temp, { force: true });
+  const fd = openSync(temp, 'wx', 0o600);
   try {
     writeSync(fd, keyToBase64(key) + '\n');
     fsyncSync(fd);

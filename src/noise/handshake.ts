@@ -162,35 +162,39 @@ export function createInitiation(
   const ck = Uint8Array.from(INITIAL_CHAINING_KEY);
   const key = new Uint8Array(KEY);
   const dh = new Uint8Array(KEY);
+  try {
+    writeHeader(msg, MESSAGE_INITIATION);
+    writeU32(msg, Initiation.sender, params.senderIndex);
+    const ephemeralPublic = msg.subarray(Initiation.ephemeral, Initiation.static);
+    backend.x25519Base(ephemeralPublic, params.ephemeralPrivate);
+    kdf(ck, ephemeralPublic, ck);
+    hash(h, h, ephemeralPublic);
 
-  writeHeader(msg, MESSAGE_INITIATION);
-  writeU32(msg, Initiation.sender, params.senderIndex);
-  const ephemeralPublic = msg.subarray(Initiation.ephemeral, Initiation.static);
-  backend.x25519Base(ephemeralPublic, params.ephemeralPrivate);
-  kdf(ck, ephemeralPublic, ck);
-  hash(h, h, ephemeralPublic);
+    if (!backend.x25519(dh, params.ephemeralPrivate, peer.remoteStatic)) return fail('low-order');
+    kdf(ck, dh, ck, key);
+    const encryptedStatic = msg.subarray(Initiation.static, Initiation.timestamp);
+    backend.aeadSeal(encryptedStatic, key, ZERO_NONCE, identity.publicKey, h);
+    hash(h, h, encryptedStatic);
 
-  if (!backend.x25519(dh, params.ephemeralPrivate, peer.remoteStatic)) return fail('low-order');
-  kdf(ck, dh, ck, key);
-  const encryptedStatic = msg.subarray(Initiation.static, Initiation.timestamp);
-  backend.aeadSeal(encryptedStatic, key, ZERO_NONCE, identity.publicKey, h);
-  hash(h, h, encryptedStatic);
+    kdf(ck, peer.staticStatic, ck, key);
+    const encryptedTimestamp = msg.subarray(Initiation.timestamp, Initiation.mac1);
+    backend.aeadSeal(encryptedTimestamp, key, ZERO_NONCE, params.timestamp, h);
+    hash(h, h, encryptedTimestamp);
+    msg.fill(0, Initiation.mac1, INITIATION_LENGTH);
 
-  kdf(ck, peer.staticStatic, ck, key);
-  const encryptedTimestamp = msg.subarray(Initiation.timestamp, Initiation.mac1);
-  backend.aeadSeal(encryptedTimestamp, key, ZERO_NONCE, params.timestamp, h);
-  hash(h, h, encryptedTimestamp);
-  msg.fill(0, Initiation.mac1, INITIATION_LENGTH);
-
-  hs.phase = 'initiation-created';
-  hs.hash.set(h);
-  hs.chainingKey.set(ck);
-  hs.localEphemeral.set(params.ephemeralPrivate);
-  hs.localIndex = params.senderIndex >>> 0;
-  hs.remoteIndex = 0;
-  key.fill(0);
-  dh.fill(0);
-  return ok(undefined);
+    hs.phase = 'initiation-created';
+    hs.hash.set(h);
+    hs.chainingKey.set(ck);
+    hs.localEphemeral.set(params.ephemeralPrivate);
+    hs.localIndex = params.senderIndex >>> 0;
+    hs.remoteIndex = 0;
+    return ok(undefined);
+  } finally {
+    key.fill(0);
+    dh.fill(0);
+    ck.fill(0);
+    h.fill(0);
+  }
 }
 
 /** What the caller keeps per peer, found by the initiator's static key. */
@@ -252,6 +256,8 @@ export function consumeInitiation<P extends InitiationTarget>(
   } finally {
     key.fill(0);
     dh.fill(0);
+    ck.fill(0);
+    h.fill(0);
   }
 }
 
@@ -304,6 +310,8 @@ export function createResponse(
     dh.fill(0);
     tau.fill(0);
     key.fill(0);
+    ck.fill(0);
+    h.fill(0);
   }
 }
 
@@ -348,6 +356,8 @@ export function consumeResponse<P extends InitiationTarget>(
     dh.fill(0);
     tau.fill(0);
     key.fill(0);
+    ck.fill(0);
+    h.fill(0);
   }
 }
 
