@@ -18,7 +18,7 @@ import { loadOrCreateKey, writeKeyFile } from './keys.ts';
 import { MeshMetrics } from './metrics.ts';
 import { detectUnderlayMtu, tunnelMtu } from './mtu.ts';
 import { Reconciler } from './reconciler.ts';
-import type { HostConfig, MeshSource, MeshState } from './types.ts';
+import type { HostConfig, MeshPeer, MeshSource, MeshState } from './types.ts';
 import { MESH_DEFAULTS } from './types.ts';
 
 export interface MeshAgentOptions {
@@ -137,6 +137,7 @@ export class MeshAgent {
         removeStale: desired.synced,
       });
       if (result.changed) this.logger.info({ added: result.added.length, updated: result.updated.length, removed: result.removed.length }, 'data plane reconciled');
+      if (result.added.length > 0) await this.greet(result.added, desired.peers);
       const changes = await this.host.apply(this.hostConfig(desired));
       if (changes && Object.values(changes).some((n) => typeof n === 'number' && n > 0)) this.logger.info({ changes }, 'host network reconciled');
       await this.observe(desired);
@@ -151,6 +152,23 @@ export class MeshAgent {
     } finally {
       end();
     }
+  }
+
+  /**
+   * Starts a handshake with peers just added to the data plane. A peer that still holds a
+   * session with us from before (our data plane restarted, the node rebooted, our key rotated)
+   * keeps sending on it, and we drop those packets (unknown index), until its own timers give
+   * up after 15 s (KEEPALIVE_TIMEOUT + REKEY_TIMEOUT) — unless we initiate. UAPI has no
+   * "initiate" command, but turning persistent keepalive on sends a keepalive at once, which
+   * without a session means a handshake (wgts and wireguard-go alike); it is turned off again
+   * right away, so the configured value stays what the source wants.
+   */
+  private async greet(addedHex: readonly string[], peers: readonly MeshPeer[]): Promise<void> {
+    const added = new Set(addedHex);
+    const quiet = peers.filter((p) => added.has(Buffer.from(p.publicKey).toString('hex')) && !p.persistentKeepalive);
+    if (quiet.length === 0) return;
+    await this.plane.set({ peers: quiet.map((p) => ({ publicKey: p.publicKey, updateOnly: true, persistentKeepaliveInterval: 1 })) });
+    await this.plane.set({ peers: quiet.map((p) => ({ publicKey: p.publicKey, updateOnly: true, persistentKeepaliveInterval: 0 })) });
   }
 
   hostConfig(desired: MeshState): HostConfig {
@@ -201,7 +219,9 @@ export class MeshAgent {
     this.metrics.keyRotations.inc();
     this.logger.info({ publicKey: keyToBase64(publicKeyOf(key)) }, 'rotating the node key');
     this.trigger();
-    await this.running;
+    // Until a reconcile that started after the switch has finished (trigger() only queues one
+    // behind a run in progress, which still carries the old key): peers learn the new key last.
+    while (this.running) await this.running;
     await this.source.publish(this.publicKey, this.options.listenPort);
   }
 

@@ -6,7 +6,7 @@
 import type { V1Node } from '@kubernetes/client-node';
 import type { Cidr, EndpointAddress } from '../device/config.ts';
 import { keyFromBase64 } from '../util/hex.ts';
-import { parseCidr, parseEndpoint, parseIp } from '../util/ip.ts';
+import { formatIp, parseCidr, parseEndpoint, parseIp } from '../util/ip.ts';
 import type { DesiredPeers, MeshPeer, UnencryptedNode } from './types.ts';
 import { ANNOTATIONS } from './types.ts';
 
@@ -30,7 +30,16 @@ export function nodeFacts(node: V1Node): NodeFacts {
   const name = node.metadata?.name ?? '';
   const annotations = node.metadata?.annotations ?? {};
   const problems: string[] = [];
-  const internalIps = (node.status?.addresses ?? []).filter((a) => a.type === 'InternalIP').map((a) => a.address);
+  // Only addresses that parse: each one becomes a host prefix and may become a peer's endpoint.
+  const internalIps: string[] = [];
+  for (const a of node.status?.addresses ?? []) {
+    if (a.type !== 'InternalIP') continue;
+    try {
+      internalIps.push(formatIp(parseIp(a.address).bytes));
+    } catch (err) {
+      problems.push(`InternalIP ${(err as Error).message}`);
+    }
+  }
   const podCidrText = node.spec?.podCIDRs?.length ? node.spec.podCIDRs : node.spec?.podCIDR ? [node.spec.podCIDR] : [];
   const podCidrs: Cidr[] = [];
   for (const text of podCidrText) {
