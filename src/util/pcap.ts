@@ -207,7 +207,11 @@ export function wireGuardMessageType(payload: Uint8Array): 'initiation' | 'respo
     case 3:
       return payload.length === 64 ? 'cookie' : undefined;
     case 4:
-      return payload.length >= 32 && payload.length % 16 === 0 ? 'data' : undefined;
+      // Header (16) + plaintext padded to a multiple of 16 *but never past the MTU* + tag (16):
+      // a full-size packet is not a multiple of 16 unless the MTU is (1420 → 1452 bytes on the
+      // wire). A capture on the sending host may also hold a UDP GSO run of several messages as
+      // one datagram. Both are WireGuard data; only the minimum length is fixed.
+      return payload.length >= 32 ? 'data' : undefined;
     default:
       return undefined;
   }
