@@ -2,11 +2,15 @@
 /** The `wgts` command: `wgts [-f] <ifname>` runs the daemon (as `wireguard-go <ifname>`); the rest are subcommands. */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
+import { isSea } from 'node:sea';
 import { runConformanceCommand } from './cli/conformance.ts';
 import { genkey, pubkey } from './cli/keys.ts';
 import { launchInBackground } from './cli/launcher.ts';
 
-const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+/** Defined by scripts/package.ts in the single executable, which has no package.json beside it. */
+declare const WGTS_VERSION: string | undefined;
+const version =
+  typeof WGTS_VERSION === 'string' ? WGTS_VERSION : (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** LOG_LEVEL as wireguard-go reads it (verbose|error|silent), plus pino's names. */
 export function logLevelFromEnv(value: string | undefined): string {
@@ -50,7 +54,8 @@ const program = new Command()
     }
     const foreground = options.foreground || process.env.WG_PROCESS_FOREGROUND === '1';
     if (!foreground) {
-      process.exitCode = await launchInBackground(process.argv.slice(1), process.env.WGTS_LOG_FILE);
+      // A single executable sees [exe, argv0, ...args]: re-executing it takes the args alone.
+      process.exitCode = await launchInBackground(process.argv.slice(isSea() ? 2 : 1), process.env.WGTS_LOG_FILE);
       return;
     }
     const { runDaemon } = await import('./daemon/daemon.ts');
@@ -74,7 +79,9 @@ program
 
 program
   .command('mesh')
-  .description('the node agent: peers from Kubernetes Nodes, configuring the data plane (wgts --persist <interface>) over UAPI')
+  .description('the mesh agent: peers from a peers file (--peers, a host mesh) or from Kubernetes Nodes, configuring the data plane (wgts --persist <interface>) over UAPI')
+  .option('--peers <file>', 'host mesh: the YAML file listing every host (reloaded when it changes); no Kubernetes')
+  .option('--name <name>', 'with --peers: this host\'s entry by name (default: the entry with this host\'s public key)')
   .option('--kubeconfig <file>', 'kubeconfig file (default: in-cluster config)')
   .option('--node-name <name>', 'this node (default: $NODE_NAME)')
   .option('--interface <ifname>', 'the data plane interface', 'wgts0')
@@ -85,7 +92,7 @@ program
   .option('--rotate-keys <duration>', 'rotate the node key on this schedule (e.g. 24h); off by default')
   .option('--metrics-listen <addr>', 'serve /metrics, /healthz, /readyz on [host]:port', ':9586')
   .option('--log-level <level>', 'error|warn|info|debug', 'info')
-  .action(async (options: { kubeconfig?: string; nodeName?: string; interface: string; listenPort: number; keyFile: string; hostEncryption?: boolean; strict?: boolean; rotateKeys?: string; metricsListen: string; logLevel: string }) => {
+  .action(async (options: { peers?: string; name?: string; kubeconfig?: string; nodeName?: string; interface: string; listenPort: number; keyFile: string; hostEncryption?: boolean; strict?: boolean; rotateKeys?: string; metricsListen: string; logLevel: string }) => {
     const { runMesh } = await import('./mesh/run.ts');
     process.exitCode = await runMesh(options);
   });
@@ -138,4 +145,8 @@ program
     process.exitCode = await runConformanceCommand(files, options.backend);
   });
 
-await program.parseAsync(process.argv);
+// Not a top-level await: the single executable runs this module bundled as CommonJS.
+program.parseAsync(process.argv).catch((err: unknown) => {
+  process.stderr.write(`wgts: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -8,6 +8,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { isSea } from 'node:sea';
 import { fileURLToPath } from 'node:url';
 
 /** Opaque handle of one uv_poll watching one fd. */
@@ -92,15 +93,19 @@ let addon: NativeAddon | undefined;
 /** The addon, loaded on first use so modules that never touch a TUN or socket work without it. */
 export function loadNative(): NativeAddon {
   if (addon !== undefined) return addon;
-  const root = packageRoot();
-  const path = join(root, ADDON_PATH);
+  // The single executable (scripts/package.ts) has no package: the addon ships beside it.
+  const sea = isSea();
+  const root = sea ? dirname(process.execPath) : packageRoot();
+  const path = sea ? join(root, 'wgts_native.node') : join(root, ADDON_PATH);
   if (!existsSync(path)) {
     throw new Error(
-      `wgts native addon not built: ${path} is missing. Run \`npm install\` in ${root} ` +
-        `(it runs node-gyp, which needs a C compiler, make, python3 and the Node headers).`,
+      sea
+        ? `wgts native addon missing: ${path} must be beside the executable (npm run package puts it there)`
+        : `wgts native addon not built: ${path} is missing. Run \`npm install\` in ${root} ` +
+            `(it runs node-gyp, which needs a C compiler, make, python3 and the Node headers).`,
     );
   }
-  const require = createRequire(import.meta.url);
+  const require = createRequire(sea ? process.execPath : import.meta.url);
   addon = require(path) as NativeAddon;
   return addon;
 }
