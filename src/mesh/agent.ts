@@ -129,6 +129,11 @@ export class MeshAgent {
     const desired = source.current();
     const end = this.metrics.reconcileSeconds.startTimer();
     try {
+      // Routes first: a new peer's prefixes point into the tunnel before the peer exists there,
+      // so for those milliseconds its traffic is dropped in the tunnel instead of leaving by
+      // the underlay's plain routes. (A removed peer: gone from the device, then its routes.)
+      const changes = await this.host.apply(this.hostConfig(desired));
+      if (changes && Object.values(changes).some((n) => typeof n === 'number' && n > 0)) this.logger.info({ changes }, 'host network reconciled');
       const result = await this.reconciler.reconcile({
         privateKey: this.privateKey,
         listenPort: this.options.listenPort,
@@ -138,8 +143,6 @@ export class MeshAgent {
       });
       if (result.changed) this.logger.info({ added: result.added.length, updated: result.updated.length, removed: result.removed.length }, 'data plane reconciled');
       if (result.added.length > 0) await this.greet(result.added, desired.peers);
-      const changes = await this.host.apply(this.hostConfig(desired));
-      if (changes && Object.values(changes).some((n) => typeof n === 'number' && n > 0)) this.logger.info({ changes }, 'host network reconciled');
       await this.observe(desired);
       this.metrics.reconciles.inc({ result: 'ok' });
       this.metrics.ready = desired.synced;

@@ -35,8 +35,10 @@ export function loadOrCreateKey(path: string): { key: Uint8Array; created: boole
 /** Writes a key atomically: a 0600 temp file in the same directory, then rename. */
 export function writeKeyFile(path: string, key: Uint8Array): void {
   const dir = dirname(path);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  chmodSync(dir, 0o700);
+  // 0700 for the directory only when we create it: an existing one (/etc, or "." run from /)
+  // belongs to someone else, and narrowing it could lock every other user out of it.
+  const created = mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (created !== undefined) chmodSync(dir, 0o700);
   const temp = `${path}.${process.pid}.tmp`;
   // A fresh file (O_EXCL: never a leftover with a wider mode, never through a planted symlink).
   rmSync(temp, { force: true });

@@ -147,11 +147,17 @@ function exchange(path: string, request: string): Promise<string> {
 
 /** Connects to a unix socket as uid/gid 65534 with no groups; resolves with "CONNECTED" or "ERROR <code>". */
 async function connectAsNobody(bed: NetnsBed, path: string): Promise<string> {
+  // python3 from the system, not our Node: the checkout (and node_modules/node) may sit in a
+  // directory uid 65534 cannot enter, which would fail for the wrong reason.
   const script =
-    "const s = require('node:net').createConnection(process.argv[1]);" +
-    "s.on('connect', () => { console.log('CONNECTED'); s.destroy(); });" +
-    "s.on('error', (e) => { console.log('ERROR ' + e.code); });";
-  const result = await bed.exec(undefined, 'setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', NODE, '-e', script, path], { allowFailure: true, timeoutMs: 20_000 });
+    'import errno, socket, sys\n' +
+    's = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n' +
+    'try:\n' +
+    '    s.connect(sys.argv[1]); print("CONNECTED")\n' +
+    'except OSError as e:\n' +
+    '    print("ERROR " + errno.errorcode.get(e.errno, str(e.errno)))\n';
+  // env -i: our environment may carry a library path (LD_LIBRARY_PATH) into root-only directories.
+  const result = await bed.exec(undefined, 'setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', 'env', '-i', '/usr/bin/python3', '-c', script, path], { allowFailure: true, timeoutMs: 20_000 });
   return `${result.stdout.trim()}${result.stderr.trim() ? ` (stderr: ${result.stderr.trim()})` : ''}`;
 }
 

@@ -423,7 +423,7 @@ describe('2. key files: 0600 in a 0700 directory, refused when others may read t
     }
   });
 
-  it('tightens an existing directory to 0700 and never writes through a leftover temp file', () => {
+  it('leaves an existing directory alone (it may be /etc) and never writes through a leftover temp file', () => {
     const dir = join(tempDir(), 'keys');
     mkdirSync(dir, { mode: 0o755 });
     chmodSync(dir, 0o755);
@@ -433,7 +433,7 @@ describe('2. key files: 0600 in a 0700 directory, refused when others may read t
     writeFileSync(temp, 'old\n', { mode: 0o644 });
     chmodSync(temp, 0o644);
     writeKeyFile(keyFile, generatePrivateKey());
-    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(statSync(dir).mode & 0o777).toBe(0o755);
     expect(statSync(keyFile).mode & 0o777).toBe(0o600);
     const elsewhere = join(tempDir(), 'target');
     writeFileSync(elsewhere, 'untouched\n', { mode: 0o644 });
@@ -743,5 +743,25 @@ describe('3. key material is zeroed when it is retired', () => {
 
   it('CryptoBatch is sized as the workers expect (a guard for the wipe above)', () => {
     expect(new CryptoBatch(4, false).keys.length).toBe(4 * 32);
+  });
+});
+
+describe('writeKeyFile never narrows a directory it did not create', () => {
+  it('leaves an existing 0755 directory as it was, and creates a missing one 0700', async () => {
+    const { mkdtempSync, statSync, mkdirSync, chmodSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const { writeKeyFile: write } = await import('../../src/mesh/keys.ts');
+    const { generatePrivateKey: gen } = await import('../../src/cli/keys.ts');
+    const base = mkdtempSync(join(tmpdir(), 'wgts-keydir-'));
+    const shared = join(base, 'shared');
+    mkdirSync(shared);
+    chmodSync(shared, 0o755);
+    write(join(shared, 'node.key'), gen());
+    expect(statSync(shared).mode & 0o777).toBe(0o755);
+    expect(statSync(join(shared, 'node.key')).mode & 0o777).toBe(0o600);
+    const fresh = join(base, 'fresh', 'deeper');
+    write(join(fresh, 'node.key'), gen());
+    expect(statSync(fresh).mode & 0o777).toBe(0o700);
   });
 });
