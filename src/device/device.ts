@@ -4,6 +4,7 @@
  * plugs in the native TUN and UDP socket, tests plug in memory. Configuration goes through
  * apply(), all or nothing.
  */
+import { isIP } from 'node:net';
 import type { CryptoBackend } from '../noise/crypto/backend.ts';
 import { CookieChecker } from '../noise/cookie.ts';
 import type { StaticIdentity } from '../noise/handshake.ts';
@@ -354,7 +355,10 @@ function validate(tx: ConfigTransaction): void {
     if (p.presharedKey !== undefined && p.presharedKey.length !== 32) throw new ConfigError('preshared_key must be 32 bytes');
     const ka = p.persistentKeepaliveInterval;
     if (ka !== undefined && !(Number.isInteger(ka) && ka >= 0 && ka <= 65535)) throw new ConfigError(`persistent_keepalive_interval ${ka} is out of range`);
-    if (p.endpoint !== undefined && !(p.endpoint.port >= 1 && p.endpoint.port <= 65535)) throw new ConfigError(`endpoint port ${p.endpoint.port} is out of range`);
+    if (p.endpoint !== undefined) {
+      if (!(p.endpoint.port >= 1 && p.endpoint.port <= 65535)) throw new ConfigError(`endpoint port ${p.endpoint.port} is out of range`);
+      if (!isIP(p.endpoint.host)) throw new ConfigError(`endpoint host "${p.endpoint.host}" is not an IP address`);
+    }
   }
 }
 

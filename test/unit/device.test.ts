@@ -134,6 +134,7 @@ describe('Device over an in-memory underlay', () => {
     const before = JSON.stringify(device.snapshot(), (_k, v) => (v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v));
     await expect(device.apply({ listenPort: other.device.listenPort, peers: [{ publicKey: key() }] })).rejects.toMatchObject({ errno: 98 });
     await expect(device.apply({ peers: [{ publicKey: key() }, { publicKey: new Uint8Array(5) }] })).rejects.toThrow(/public_key/);
+    await expect(device.apply({ peers: [{ publicKey: key() }, { publicKey: key(), endpoint: { host: '1.2.3.04', port: 1 } }] })).rejects.toThrow(/not an IP address/);
     const after = JSON.stringify(device.snapshot(), (_k, v) => (v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v));
     expect(after).toBe(before);
   });
