@@ -18,6 +18,9 @@
  *                       on the idle tunnel (after the first handshake) and after the iperf3 tests
  *   memory              VmRSS (and VmHWM, the peak) of both daemons after the traffic
  *   CPU                 each daemon's CPU time (/proc/<pid>/stat) during each iperf3 test
+ *   drops               kernel counters around the TCP 1-stream and UDP tests: A's TUN tx_dropped
+ *                       (not read by the daemon in time), B's daemon-socket drops (/proc/net/udp)
+ *                       and the rest of B's Udp RcvbufErrors (the iperf3 server's socket)
  *
  * Traffic flows A → B (A runs the iperf3 client and ping). A figure is the median over rounds;
  * the ratio to wireguard-go is the median of the per-round ratios (each wgts run against the
@@ -268,6 +271,8 @@ interface Sample {
   /** Pings right after the first handshake, before any bulk traffic. */
   readonly pingIdle: PingResult;
   readonly tcp1: IperfResult;
+  /** Kernel drop counters over the TCP 1-stream test, per end. */
+  readonly tcp1Drops: { readonly a: DropCounters; readonly b: DropCounters };
   readonly tcp4: IperfResult;
   readonly udp: IperfResult;
   /** Kernel drop counters over the UDP test, per end (A: sender, B: receiver). */
@@ -344,8 +349,16 @@ async function runOne(bed: Bed, link: VethPair, impl: Implementation, round: num
     const step = (what: string): void => void process.stderr.write(`    ${what}…`);
     const done = (text: string): void => void process.stderr.write(` ${text}\n`);
     step('TCP 1 stream');
+    const beforeTcp = [await dropCounters(a.ns, a.ifname), await dropCounters(b.ns, b.ifname)] as const;
     const tcp1 = await iperf(bed, a.ns, b.ns, OVERLAY[1], s.durationS, [], pair);
-    done(`${fmt(tcp1.bitsPerSecond / 1e6)} Mbit/s, ${tcp1.retransmits} retransmits`);
+    const tcp1Drops = {
+      a: diffCounters(await dropCounters(a.ns, a.ifname), beforeTcp[0]),
+      b: diffCounters(await dropCounters(b.ns, b.ifname), beforeTcp[1]),
+    };
+    done(
+      `${fmt(tcp1.bitsPerSecond / 1e6)} Mbit/s, ${tcp1.retransmits} retransmits; ` +
+        `A: TUN tx_dropped ${tcp1Drops.a.tunTxDropped}, B: daemon socket drops ${tcp1Drops.b.daemonSocketDrops}`,
+    );
     step('TCP 4 streams');
     const tcp4 = await iperf(bed, a.ns, b.ns, OVERLAY[1], s.durationS, ['-P', '4'], pair);
     done(`${fmt(tcp4.bitsPerSecond / 1e6)} Mbit/s, ${tcp4.retransmits} retransmits`);
@@ -366,7 +379,7 @@ async function runOne(bed: Bed, link: VethPair, impl: Implementation, round: num
     const memory = { a: processMemory(a.pid), b: processMemory(b.pid) };
     const counters = impl.kind === 'wgts' ? ([await wgtsCounters(a), await wgtsCounters(b)] as const) : undefined;
     for (const d of daemons) if (d.process.hasExited()) throw new Error(`${impl.label} ${d.ifname} exited during the traffic:\n${d.process.log()}`);
-    return { impl: impl.id, round, setupMs, daemonInfo, pingIdle, tcp1, tcp4, udp, udpDrops, ping: pingResult, memory, counters };
+    return { impl: impl.id, round, setupMs, daemonInfo, pingIdle, tcp1, tcp1Drops, tcp4, udp, udpDrops, ping: pingResult, memory, counters };
   } catch (err) {
     const logs = daemons.map((d) => `--- ${d.ifname} (${d.ns}) log tail ---\n${d.process.log(2048)}`).join('\n');
     throw new Error(`${(err as Error).message}\n${logs}`);
@@ -393,6 +406,8 @@ const MB = (kib: number): number => (kib * 1024) / 1e6;
 const METRICS: readonly Metric[] = [
   { title: 'TCP, 1 stream', unit: 'Mbit/s', get: (s) => s.tcp1.bitsPerSecond / 1e6, higherIsBetter: true, ratio: true },
   { title: 'TCP, 1 stream: retransmits', unit: 'segments', get: (s) => s.tcp1.retransmits, higherIsBetter: false, ratio: false },
+  { title: 'TCP, 1 stream: dropped at A\'s TUN queue', unit: 'packets', get: (s) => s.tcp1Drops.a.tunTxDropped, higherIsBetter: false, ratio: false },
+  { title: 'TCP, 1 stream: dropped at B\'s daemon socket', unit: 'packets', get: (s) => s.tcp1Drops.b.daemonSocketDrops, higherIsBetter: false, ratio: false },
   { title: 'TCP, 4 streams', unit: 'Mbit/s', get: (s) => s.tcp4.bitsPerSecond / 1e6, higherIsBetter: true, ratio: true },
   { title: 'TCP, 4 streams: retransmits', unit: 'segments', get: (s) => s.tcp4.retransmits, higherIsBetter: false, ratio: false },
   { title: 'UDP offered at 1 Gbit/s: delivered', unit: 'Mbit/s', get: (s) => s.udp.bitsPerSecond / 1e6, higherIsBetter: true, ratio: true },
