@@ -12,8 +12,9 @@
  *   …
  *   await bed.cleanup();                              // in finally
  *
- * The same conventions as the namespace tests (test/netns/helpers), written again here because
- * benchmarks must not import from test/. Underlay addresses come from 198.18.0.0/15 only.
+ * The primitives (exec with a deadline, waitFor, PID handling, namespace listing) are the
+ * namespace tests' own, from test/netns/helpers/netns.ts; this module adds the bench's bed and
+ * daemon handling on top. Underlay addresses come from 198.18.0.0/15 only.
  */
 import type { ChildProcess } from 'node:child_process';
 import { spawn, spawnSync } from 'node:child_process';
@@ -22,37 +23,23 @@ import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, 
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+// The namespace primitives are the tests' (one implementation); this module adds what benches need.
+export { exec, IFNAME_MAX, isRoot, linkState, listNamespaces, namespacePids, pidRunning, stopPid, waitFor } from '../../test/netns/helpers/netns.ts';
+export type { ExecOptions, ExecResult, WaitForOptions } from '../../test/netns/helpers/netns.ts';
+import { exec, IFNAME_MAX, isRoot, linkState, listNamespaces, namespacePids, pidRunning, stopPid, waitFor } from '../../test/netns/helpers/netns.ts';
+import type { ExecOptions, ExecResult, WaitForOptions } from '../../test/netns/helpers/netns.ts';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const WGTS_CLI = join(REPO_ROOT, 'src/cli.ts');
 /** The benchmark runs under Node 24 (`npm run bench`), which is what wgts needs too. */
 export const NODE = process.execPath;
 export const UAPI_DIRECTORY = '/var/run/wireguard';
-/** Longest interface name Linux accepts (IFNAMSIZ − 1). */
-export const IFNAME_MAX = 15;
 
-export function isRoot(): boolean {
-  return typeof process.getuid === 'function' && process.getuid() === 0;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Commands
 
-export interface ExecOptions {
-  /** SIGKILL the command and reject after this long. Default 10 s. */
-  readonly timeoutMs?: number;
-  readonly input?: string;
-  /** Resolve with the result instead of rejecting on a non-zero exit status. */
-  readonly allowFailure?: boolean;
-  readonly env?: NodeJS.ProcessEnv;
-}
 
-export interface ExecResult {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
 
 /** argv that runs cmd in namespace ns (undefined: this process's namespace). */
 function inNamespace(ns: string | undefined, cmd: string, args: readonly string[]): [string, string[]] {
@@ -66,71 +53,8 @@ function describe(ns: string | undefined, cmd: string, args: readonly string[]):
 /** Children of exec() still running, so an interrupted run can kill them by PID. */
 const running = new Set<ChildProcess>();
 
-/** Runs cmd (in ns when given) to completion with a deadline; rejects on a non-zero status unless allowFailure. */
-export function exec(ns: string | undefined, cmd: string, args: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
-  const timeoutMs = options.timeoutMs ?? 10_000;
-  const [file, argv] = inNamespace(ns, cmd, args);
-  const what = describe(ns, cmd, args);
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(file, argv, { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env });
-    running.add(child);
-    const stdout: Buffer[] = [];
-    const stderr: Buffer[] = [];
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      running.delete(child);
-      reject(new Error(`${what}: ${err.message}`));
-    });
-    child.on('close', (code, sig) => {
-      clearTimeout(timer);
-      running.delete(child);
-      const result: ExecResult = { code, signal: sig, stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString() };
-      if (timedOut) reject(new Error(`${what}: no exit within ${timeoutMs} ms\nstdout: ${result.stdout}\nstderr: ${result.stderr}`));
-      else if (code !== 0 && !options.allowFailure) reject(new Error(`${what}: exit ${code ?? sig}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`));
-      else resolvePromise(result);
-    });
-    child.stdin.on('error', () => {});
-    child.stdin.end(options.input ?? '');
-  });
-}
 
-export interface WaitForOptions {
-  readonly timeoutMs?: number;
-  readonly intervalMs?: number;
-  readonly what?: string;
-}
 
-/** Polls condition until it returns something other than undefined/null/false; rejects after timeoutMs (default 5 s). */
-export async function waitFor<T>(
-  condition: () => T | undefined | null | false | Promise<T | undefined | null | false>,
-  options: WaitForOptions = {},
-): Promise<T> {
-  const timeoutMs = options.timeoutMs ?? 5_000;
-  const intervalMs = options.intervalMs ?? 10;
-  const deadline = performance.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await condition();
-      if (value !== undefined && value !== null && value !== false) return value;
-      lastError = undefined;
-    } catch (err) {
-      lastError = err;
-    }
-    if (performance.now() >= deadline) {
-      const reason = lastError instanceof Error ? `: ${lastError.message}` : '';
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${options.what ?? 'condition'}${reason}`);
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Processes
@@ -143,17 +67,6 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   }
 }
 
-/** Whether pid is a live process (exists and is not a zombie). */
-export function pidRunning(pid: number): boolean {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return false;
-  }
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  return state !== 'Z' && state !== 'X' && state !== '';
-}
 
 /** Whether a process with this PID exists at all (used for stale-namespace sweeping). */
 function processExists(pid: number): boolean {
@@ -165,17 +78,6 @@ function processExists(pid: number): boolean {
   }
 }
 
-/** SIGTERM, then SIGKILL after graceMs; resolves once the process is gone. */
-export async function stopPid(pid: number, graceMs = 3_000): Promise<void> {
-  if (!pidRunning(pid)) return;
-  signal(pid, 'SIGTERM');
-  try {
-    await waitFor(() => !pidRunning(pid), { timeoutMs: graceMs, intervalMs: 20, what: `pid ${pid} to exit` });
-  } catch {
-    signal(pid, 'SIGKILL');
-    await waitFor(() => !pidRunning(pid), { timeoutMs: 5_000, intervalMs: 20, what: `pid ${pid} to exit after SIGKILL` });
-  }
-}
 
 /** Memory of a process from /proc/<pid>/status, in KiB: resident now (VmRSS) and its peak (VmHWM). */
 export interface Memory {
@@ -193,27 +95,8 @@ export function processMemory(pid: number): Memory {
   return { rssKiB: field('VmRSS'), hwmKiB: field('VmHWM') };
 }
 
-/** PIDs of the processes in network namespace ns (`ip netns pids`); empty when ns is gone. */
-export async function namespacePids(ns: string): Promise<number[]> {
-  const result = await exec(undefined, 'ip', ['netns', 'pids', ns], { allowFailure: true });
-  if (result.code !== 0) return [];
-  return result.stdout.split(/\s+/).filter(Boolean).map(Number);
-}
 
-export async function listNamespaces(): Promise<string[]> {
-  const result = await exec(undefined, 'ip', ['netns', 'list']);
-  return result.stdout
-    .split('\n')
-    .map((line) => line.trim().split(/\s+/)[0] ?? '')
-    .filter((name) => name.length > 0);
-}
 
-/** operstate of a link inside ns, or undefined when it does not exist. */
-export async function linkState(ns: string, ifname: string): Promise<string | undefined> {
-  const result = await exec(undefined, 'ip', ['-n', ns, '-j', 'link', 'show', 'dev', ifname], { allowFailure: true });
-  if (result.code !== 0) return undefined;
-  return (JSON.parse(result.stdout) as Array<{ operstate?: string }>)[0]?.operstate;
-}
 
 /** A long-running process started by a Bed, tracked by PID until it exits. */
 export interface Tracked {
