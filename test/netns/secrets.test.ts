@@ -28,64 +28,8 @@ import type { TrackedProcess, VethPair } from './helpers/netns.ts';
 import { linkState, NetnsBed, skipUnlessRoot, waitFor } from './helpers/netns.ts';
 import { configureInterface, NODE, ping, REPO_ROOT, waitForPing, WGTS_CLI, WgtsDaemon } from './helpers/wgts.ts';
 import { UAPI_DIRECTORY } from './helpers/wireguard-go.ts';
-
-// ---------------------------------------------------------------------------------------------
-// The leak scanner (the same as test/unit/secrets.test.ts, which also tests the scanner itself)
-
-interface Secret {
-  readonly name: string;
-  readonly bytes: Uint8Array;
-}
-
-const PARTIAL_BYTES = 8;
-
-function needles(secret: Uint8Array): { encoding: string; needle: string | Buffer }[] {
-  const out: { encoding: string; needle: string | Buffer }[] = [];
-  const windows = (encoding: string, text: string, length: number): void => {
-    for (let i = 0; i + length <= text.length; i++) out.push({ encoding, needle: text.slice(i, i + length) });
-  };
-  windows('hex', toHex(secret), PARTIAL_BYTES * 2);
-  for (let align = 0; align < 3; align++) {
-    const slice = Buffer.from(secret.subarray(align));
-    const b64 = slice.toString('base64').replace(/=+$/, '');
-    windows('base64', b64.slice(0, b64.length - 4), 16);
-    const b64url = slice.toString('base64url');
-    windows('base64url', b64url.slice(0, b64url.length - 4), 16);
-  }
-  for (let i = 0; i + PARTIAL_BYTES <= secret.length; i++) out.push({ encoding: 'raw', needle: Buffer.from(secret.subarray(i, i + PARTIAL_BYTES)) });
-  const decimal = [...secret].map(String);
-  for (let i = 0; i + PARTIAL_BYTES <= decimal.length; i++) {
-    out.push({ encoding: 'decimal list', needle: decimal.slice(i, i + PARTIAL_BYTES).join(',') });
-    out.push({ encoding: 'decimal list', needle: decimal.slice(i, i + PARTIAL_BYTES).join(', ') });
-  }
-  return out;
-}
-
-function findLeaks(outputs: Record<string, string | Uint8Array>, secrets: readonly Secret[]): string[] {
-  const found = new Set<string>();
-  for (const [where, output] of Object.entries(outputs)) {
-    const raw = typeof output === 'string' ? Buffer.from(output, 'utf8') : Buffer.from(output);
-    const text = raw.toString('latin1');
-    const unescaped = text.replaceAll('\\/', '/');
-    const lower = text.toLowerCase();
-    const collapsed = text.replace(/\s+/g, ' ');
-    for (const secret of secrets) {
-      for (const { encoding, needle } of needles(secret.bytes)) {
-        const hit =
-          typeof needle !== 'string'
-            ? raw.includes(needle)
-            : encoding === 'hex'
-              ? lower.includes(needle)
-              : unescaped.includes(needle) || collapsed.includes(needle);
-        if (hit) {
-          found.add(`${secret.name} as ${encoding} in ${where}`);
-          break;
-        }
-      }
-    }
-  }
-  return [...found];
-}
+import type { Secret } from '../helpers/leaks.ts';
+import { findLeaks } from '../helpers/leaks.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Daemons whose every output byte is kept
