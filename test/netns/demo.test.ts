@@ -12,75 +12,9 @@ import { describe, expect, it } from 'vitest';
 import { judge, runDemo } from '../../src/demo/demo.ts';
 import { analyzeCapture, LINKTYPE_ETHERNET, parsePcap, summarize, textAround, wireGuardMessageType } from '../../src/demo/pcap.ts';
 import { listNamespaces, skipUnlessRoot } from './helpers/netns.ts';
+import { ethernet, ipv4, pcap, tcp, udp } from '../helpers/packets.ts';
 
 // ---------- hand-built captures ----------
-
-function ipv4Checksumless(proto: number, src: number[], dst: number[], l4: Uint8Array): Uint8Array {
-  const ip = new Uint8Array(20 + l4.length);
-  ip[0] = 0x45;
-  ip[2] = ip.length >> 8;
-  ip[3] = ip.length & 0xff;
-  ip[8] = 64;
-  ip[9] = proto;
-  ip.set(src, 12);
-  ip.set(dst, 16);
-  ip.set(l4, 20);
-  return ip;
-}
-
-function udp(sport: number, dport: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(8 + payload.length);
-  out[0] = sport >> 8;
-  out[1] = sport & 0xff;
-  out[2] = dport >> 8;
-  out[3] = dport & 0xff;
-  out[4] = out.length >> 8;
-  out[5] = out.length & 0xff;
-  out.set(payload, 8);
-  return out;
-}
-
-function tcp(sport: number, dport: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(20 + payload.length);
-  out[0] = sport >> 8;
-  out[1] = sport & 0xff;
-  out[2] = dport >> 8;
-  out[3] = dport & 0xff;
-  out[12] = 5 << 4;
-  out.set(payload, 20);
-  return out;
-}
-
-function ethernet(etherType: number, body: Uint8Array): Uint8Array {
-  const frame = new Uint8Array(14 + body.length);
-  frame.fill(0x02, 0, 12);
-  frame[12] = etherType >> 8;
-  frame[13] = etherType & 0xff;
-  frame.set(body, 14);
-  return frame;
-}
-
-function pcap(frames: readonly Uint8Array[], options: { little: boolean; nanos: boolean }): Uint8Array {
-  const { little, nanos } = options;
-  const size = 24 + frames.reduce((n, f) => n + 16 + f.length, 0);
-  const out = new Uint8Array(size);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, nanos ? 0xa1b23c4d : 0xa1b2c3d4, little);
-  view.setUint16(4, 2, little);
-  view.setUint16(6, 4, little);
-  view.setUint32(16, 262144, little);
-  view.setUint32(20, LINKTYPE_ETHERNET, little);
-  let at = 24;
-  frames.forEach((frame, i) => {
-    view.setUint32(at, 1_700_000_000 + i, little);
-    view.setUint32(at + 4, 500, little);
-    view.setUint32(at + 8, frame.length, little);
-    view.setUint32(at + 12, frame.length, little);
-    out.set(frame, at + 16);
-    at += 16 + frame.length;
-  });
-  return out;
-}
 
 const A = [198, 18, 77, 1];
 const B = [198, 18, 77, 2];
@@ -90,9 +24,9 @@ const data = new Uint8Array(32 + 64);
 data[0] = 4;
 const http = new TextEncoder().encode('POST /login HTTP/1.1\r\nauthorization: Bearer s3cr3t-token\r\n\r\n{"password":"hunter2-pw"}');
 const frames = [
-  ethernet(0x0800, ipv4Checksumless(17, A, B, udp(51820, 51820, initiation))),
-  ethernet(0x0800, ipv4Checksumless(17, B, A, udp(51820, 51820, data))),
-  ethernet(0x0800, ipv4Checksumless(6, A, B, tcp(40000, 8080, http))),
+  ethernet(0x0800, ipv4(17, A, B, udp(51820, 51820, initiation))),
+  ethernet(0x0800, ipv4(17, B, A, udp(51820, 51820, data))),
+  ethernet(0x0800, ipv4(6, A, B, tcp(40000, 8080, http))),
   ethernet(0x0806, new Uint8Array(28)),
 ];
 const secrets = { token: Buffer.from('s3cr3t-token'), password: Buffer.from('hunter2-pw') };

@@ -17,89 +17,15 @@ import type { VerifyContext } from '../../src/mesh/verify.ts';
 import { classifyCapture, formatReport, runVerify } from '../../src/mesh/verify.ts';
 import { keyToBase64 } from '../../src/util/hex.ts';
 import { parseCidr } from '../../src/util/ip.ts';
-import { LINKTYPE_ETHERNET } from '../../src/util/pcap.ts';
 import type { TrackedProcess, VethPair } from './helpers/netns.ts';
 import { NetnsBed, skipUnlessRoot, waitFor } from './helpers/netns.ts';
 import { WireguardGo } from './helpers/wireguard-go.ts';
+import { ethernet, icmp, ipv4, ipv6, pcap, tcp, udp } from '../helpers/packets.ts';
 
 // ---------- hand-built captures ----------
 
-function ipv4(proto: number, src: readonly number[], dst: readonly number[], l4: Uint8Array): Uint8Array {
-  const ip = new Uint8Array(20 + l4.length);
-  ip[0] = 0x45;
-  ip[2] = ip.length >> 8;
-  ip[3] = ip.length & 0xff;
-  ip[8] = 64;
-  ip[9] = proto;
-  ip.set(src, 12);
-  ip.set(dst, 16);
-  ip.set(l4, 20);
-  return ip;
-}
-
-function ipv6(next: number, src: readonly number[], dst: readonly number[], l4: Uint8Array): Uint8Array {
-  const ip = new Uint8Array(40 + l4.length);
-  ip[0] = 0x60;
-  ip[4] = l4.length >> 8;
-  ip[5] = l4.length & 0xff;
-  ip[6] = next;
-  ip[7] = 64;
-  ip.set(src, 8);
-  ip.set(dst, 24);
-  ip.set(l4, 40);
-  return ip;
-}
-
-function ports(headerLength: number, sport: number, dport: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(headerLength + payload.length);
-  out[0] = sport >> 8;
-  out[1] = sport & 0xff;
-  out[2] = dport >> 8;
-  out[3] = dport & 0xff;
-  if (headerLength === 8) {
-    out[4] = out.length >> 8;
-    out[5] = out.length & 0xff;
-  } else {
-    out[12] = 5 << 4;
-  }
-  out.set(payload, headerLength);
-  return out;
-}
-
-const udp = (sport: number, dport: number, payload: Uint8Array = new Uint8Array(4)): Uint8Array => ports(8, sport, dport, payload);
-const tcp = (sport: number, dport: number, payload: Uint8Array = new Uint8Array(0)): Uint8Array => ports(20, sport, dport, payload);
-const icmp = (): Uint8Array => Uint8Array.of(8, 0, 0, 0, 0, 1, 0, 1);
-
-function ethernet(etherType: number, body: Uint8Array): Uint8Array {
-  const frame = new Uint8Array(14 + body.length);
-  frame.fill(0x02, 0, 12);
-  frame[12] = etherType >> 8;
-  frame[13] = etherType & 0xff;
-  frame.set(body, 14);
-  return frame;
-}
-
 const v4 = (body: Uint8Array): Uint8Array => ethernet(0x0800, body);
 const v6 = (body: Uint8Array): Uint8Array => ethernet(0x86dd, body);
-
-function pcap(frames: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(24 + frames.reduce((n, f) => n + 16 + f.length, 0));
-  const view = new DataView(out.buffer);
-  view.setUint32(0, 0xa1b2c3d4, true);
-  view.setUint16(4, 2, true);
-  view.setUint16(6, 4, true);
-  view.setUint32(16, 262144, true);
-  view.setUint32(20, LINKTYPE_ETHERNET, true);
-  let at = 24;
-  frames.forEach((frame, i) => {
-    view.setUint32(at, 1_700_000_000 + i, true);
-    view.setUint32(at + 8, frame.length, true);
-    view.setUint32(at + 12, frame.length, true);
-    out.set(frame, at + 16);
-    at += 16 + frame.length;
-  });
-  return out;
-}
 
 const NODE_A = [198, 18, 77, 1];
 const NODE_B = [198, 18, 77, 2];
