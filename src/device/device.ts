@@ -10,7 +10,7 @@ import { CookieChecker } from '../noise/cookie.ts';
 import type { StaticIdentity } from '../noise/handshake.ts';
 import { clearHandshake, createStaticIdentity } from '../noise/handshake.ts';
 import type { Keypair } from '../noise/keypair.ts';
-import { Action, onEvent, setPersistentKeepalive } from '../noise/timers.ts';
+import { Action, nextDeadline, onEvent, setPersistentKeepalive } from '../noise/timers.ts';
 import type { TimerEvent } from '../noise/timers.ts';
 import { REKEY_TIMEOUT_JITTER_MAX } from '../noise/constants.ts';
 import { AllowedIps } from './allowed-ips.ts';
@@ -284,13 +284,7 @@ export class Device implements DeviceControl {
   /** Arms the peer's one real timer for its earliest deadline, if that moved earlier. */
   schedule(peer: Peer): void {
     if (peer.removed || this.closed) return;
-    const deadline = Math.min(
-      peer.timers.retransmitHandshakeAt,
-      peer.timers.sendKeepaliveAt,
-      peer.timers.newHandshakeAt,
-      peer.timers.zeroKeysAt,
-      peer.timers.persistentKeepaliveAt,
-    );
+    const deadline = nextDeadline(peer.timers);
     if (deadline >= peer.armedAt) return;
     if (peer.timer) clearTimeout(peer.timer);
     peer.armedAt = deadline;

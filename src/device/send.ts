@@ -163,7 +163,6 @@ function stage(device: Device, peer: Peer, packet: Uint8Array): void {
     device.counters.drop('staged-overflow');
   }
   peer.staged.push(Uint8Array.from(packet));
-  if (!peer.hasEndpoint) device.counters.drop('no-endpoint', 0);
   device.timerEvent(peer, 'want-handshake');
 }
 
@@ -215,10 +214,7 @@ function sendToPeer(device: Device, peer: Peer, bytes: Uint8Array): void {
 
 export function sendInitiation(device: Device, peer: Peer): void {
   const identity = device.identity;
-  if (!identity || !peer.keys || !peer.cookies) {
-    device.counters.drop('no-key', 0);
-    return;
-  }
+  if (!identity || !peer.keys || !peer.cookies) return;
   if (!peer.hasEndpoint) return;
   const s = scratch(device);
   const hs = peer.handshake;
