@@ -8,7 +8,6 @@
  * that crypto-worker.ts mirrors.
  */
 import type { CryptoBackend } from '../noise/crypto/backend.ts';
-import { TAG_LENGTH } from '../noise/messages.ts';
 
 export const OP_SEAL = 1;
 export const OP_OPEN = 2;
@@ -28,6 +27,8 @@ export class CryptoBatch {
   readonly counters: Uint32Array;
   /** 32 bytes of key per entry. */
   readonly keys: Uint8Array;
+  /** keys as one 32-byte view per entry, made once. */
+  readonly keyViews: readonly Uint8Array[];
   count = 0;
 
   constructor(capacity: number, shared: boolean | SharedArrayBuffer) {
@@ -47,6 +48,7 @@ export class CryptoBatch {
     this.counters = new Uint32Array(this.buffer, at, capacity * 2);
     at += capacity * 8;
     this.keys = new Uint8Array(this.buffer, at, capacity * 32);
+    this.keyViews = Array.from({ length: capacity }, (_, i) => this.keys.subarray(i * 32, i * 32 + 32));
   }
 
   static byteLength(capacity: number): number {
@@ -80,7 +82,7 @@ export class CryptoBatch {
  * Runs entries [start, end) of a batch over slab with one backend. Shared by the inline path
  * and the workers, so both compute exactly the same thing.
  */
-export function runEntries(backend: CryptoBackend, batch: CryptoBatch, slab: Uint8Array, start: number, end: number, nonce: Uint8Array, key: Uint8Array): void {
+export function runEntries(backend: CryptoBackend, batch: CryptoBatch, slab: Uint8Array, start: number, end: number, nonce: Uint8Array): void {
   for (let i = start; i < end; i++) {
     nonce[4] = batch.counters[2 * i]! & 0xff;
     nonce[5] = (batch.counters[2 * i]! >>> 8) & 0xff;
@@ -91,22 +93,15 @@ export function runEntries(backend: CryptoBackend, batch: CryptoBatch, slab: Uin
     nonce[9] = (high >>> 8) & 0xff;
     nonce[10] = (high >>> 16) & 0xff;
     nonce[11] = high >>> 24;
-    key.set(batch.keys.subarray(i * 32, i * 32 + 32));
+    const key = batch.keyViews[i]!;
     const offset = batch.offsets[i]!;
     const length = batch.lengths[i]!;
-    if (batch.ops[i] === OP_SEAL) {
-      batch.results[i] = backend.aeadSeal(slab.subarray(offset, offset + length + TAG_LENGTH), key, nonce, slab.subarray(offset, offset + length), EMPTY);
-    } else {
-      batch.results[i] = length < TAG_LENGTH ? -1 : backend.aeadOpen(slab.subarray(offset, offset + length - TAG_LENGTH), key, nonce, slab.subarray(offset, offset + length), EMPTY);
-    }
+    batch.results[i] = batch.ops[i] === OP_SEAL ? backend.aeadSealAt(slab, offset, length, key, nonce) : backend.aeadOpenAt(slab, offset, length, key, nonce);
   }
-  key.fill(0);
   // The batch's copies of the session keys go too: a keypair zeroed later must not live on
   // here (entries [start, end) are this caller's alone; results stay for the finisher).
   batch.keys.fill(0, start * 32, end * 32);
 }
-
-const EMPTY = new Uint8Array(0);
 
 /** Where a device's AEAD batches run. */
 export interface CryptoExecutor {
@@ -123,7 +118,6 @@ export class InlineExecutor implements CryptoExecutor {
   private readonly capacity: number;
   private readonly batches = new WeakMap<ArrayBufferLike, CryptoBatch>();
   private readonly nonce = new Uint8Array(12);
-  private readonly key = new Uint8Array(32);
 
   constructor(backend: CryptoBackend, capacity: number) {
     this.backend = backend;
@@ -140,7 +134,7 @@ export class InlineExecutor implements CryptoExecutor {
   }
 
   run(batch: CryptoBatch, slab: Uint8Array): void {
-    runEntries(this.backend, batch, slab, 0, batch.count, this.nonce, this.key);
+    runEntries(this.backend, batch, slab, 0, batch.count, this.nonce);
   }
 
   close(): void {}

@@ -20,7 +20,6 @@ const control = new Int32Array(controlBuffer);
 const backend = createBackend(backendName);
 const jobs = new Map<number, { batch: CryptoBatch; slab: Uint8Array }>();
 const nonce = new Uint8Array(12);
-const key = new Uint8Array(32);
 const base = Control.perWorker(index);
 let seen = 0;
 
@@ -34,7 +33,7 @@ for (;;) {
   }
   const job = jobs.get(Atomics.load(control, base + Control.JOB));
   if (job) {
-    runEntries(backend, job.batch, job.slab, Atomics.load(control, base + Control.START), Atomics.load(control, base + Control.END), nonce, key);
+    runEntries(backend, job.batch, job.slab, Atomics.load(control, base + Control.START), Atomics.load(control, base + Control.END), nonce);
   }
   Atomics.add(control, Control.DONE, 1);
   Atomics.notify(control, Control.DONE);

@@ -10,7 +10,7 @@ import { CookieChecker } from '../noise/cookie.ts';
 import type { StaticIdentity } from '../noise/handshake.ts';
 import { clearHandshake, createStaticIdentity } from '../noise/handshake.ts';
 import type { Keypair } from '../noise/keypair.ts';
-import { Action, nextDeadline, onEvent, setPersistentKeepalive } from '../noise/timers.ts';
+import { Action, needsRearm, nextDeadline, onEvent, setPersistentKeepalive } from '../noise/timers.ts';
 import type { TimerEvent } from '../noise/timers.ts';
 import { REKEY_TIMEOUT_JITTER_MAX } from '../noise/constants.ts';
 import { AllowedIps } from './allowed-ips.ts';
@@ -61,6 +61,8 @@ export interface DeviceOptions {
   readonly batchSize?: number;
   /** Where AEAD batches run: inline (default) or a WorkerPool. */
   readonly crypto?: CryptoExecutor;
+  /** Figures from outside the device added to stats(), e.g. the process's heap and GC. */
+  readonly extraStats?: () => Readonly<Record<string, number>>;
 }
 
 /** What an index in the receiver-index table points at. */
@@ -92,6 +94,8 @@ export class Device implements DeviceControl {
   readonly handshakeQueue: receive.QueuedHandshake[] = [];
   lastUnderLoadAt = -Infinity;
   private readonly openTransport: TransportFactory;
+  private readonly jitterState = Int32Array.of(Math.floor(Math.random() * 0x7fff_ffff) | 1);
+  private readonly extraStats: (() => Readonly<Record<string, number>>) | undefined;
   private configuring: Promise<void> = Promise.resolve();
 
   constructor(options: DeviceOptions) {
@@ -99,10 +103,14 @@ export class Device implements DeviceControl {
     this.tun = options.tun;
     this.openTransport = options.openTransport;
     this.logger = options.logger ?? silentLogger;
-    this.now = options.now ?? (() => performance.now());
+    // Whole milliseconds: a small integer passes through the per-packet calls that take `now`
+    // without being boxed into a heap number (a fractional one is, every time). Every deadline
+    // is milliseconds anyway. Small until 2^31 ms (24.8 days) after process start.
+    this.now = options.now ?? (() => Math.floor(performance.now()));
     this.epochMs = options.epochMs ?? (() => Date.now());
     this.batchSize = options.batchSize ?? 128;
     this.crypto = options.crypto ?? new InlineExecutor(this.backend, this.batchSize);
+    this.extraStats = options.extraStats;
     send.initSendBuffers(this);
     receive.initReceiveBuffers(this);
   }
@@ -243,7 +251,7 @@ export class Device implements DeviceControl {
     onEvent(peer.timers, 'stop', this.now());
     if (peer.timer) clearTimeout(peer.timer);
     peer.timer = undefined;
-    peer.armedAt = Infinity;
+    peer.timers.armedAt = Infinity;
     this.resetSessions(peer);
     peer.staged = [];
     this.allowedIps.removeValue(peer);
@@ -266,28 +274,45 @@ export class Device implements DeviceControl {
   }
 
   stats(): Record<string, number> {
-    return { ...this.counters.toRecord(), peers: this.peers.size, indices: this.indices.size, handshake_queue: this.handshakeQueue.length };
+    return {
+      ...this.counters.toRecord(),
+      peers: this.peers.size,
+      indices: this.indices.size,
+      handshake_queue: this.handshakeQueue.length,
+      ...this.extraStats?.(),
+    };
   }
 
   // ---- timers ----------------------------------------------------------------------------
 
-  /** Records a timer event for a peer and performs what it calls for. */
-  timerEvent(peer: Peer, event: TimerEvent): void {
-    const actions = onEvent(peer.timers, event, this.now(), this.jitter());
-    if (actions !== Action.None) this.perform(peer, actions);
+  /** Records a timer event for a peer and performs what it calls for (re-arming the timer if a deadline moved earlier). */
+  timerEvent(peer: Peer, event: TimerEvent, now: number = this.now()): void {
+    const actions = onEvent(peer.timers, event, now, this.jitter());
+    if (actions === Action.None) return;
+    if (actions === Action.Rearm) {
+      // Usually the timer is already due earlier: then this is a few comparisons.
+      if (needsRearm(peer.timers)) this.schedule(peer);
+      return;
+    }
+    this.perform(peer, actions);
   }
 
+  /** 0 ≤ jitter < REKEY_TIMEOUT_JITTER_MAX ms, from xorshift32: Math.random() allocates per call, and this runs per packet. */
   jitter(): number {
-    return Math.floor(Math.random() * REKEY_TIMEOUT_JITTER_MAX);
+    let x = this.jitterState[0]!;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.jitterState[0] = x;
+    return (x >>> 0) % REKEY_TIMEOUT_JITTER_MAX;
   }
 
   /** Arms the peer's one real timer for its earliest deadline, if that moved earlier. */
   schedule(peer: Peer): void {
-    if (peer.removed || this.closed) return;
+    if (peer.removed || this.closed || !needsRearm(peer.timers)) return;
     const deadline = nextDeadline(peer.timers);
-    if (deadline >= peer.armedAt) return;
     if (peer.timer) clearTimeout(peer.timer);
-    peer.armedAt = deadline;
+    peer.timers.armedAt = deadline;
     if (deadline === Infinity) {
       peer.timer = undefined;
       return;
@@ -298,7 +323,7 @@ export class Device implements DeviceControl {
 
   private fire(peer: Peer): void {
     peer.timer = undefined;
-    peer.armedAt = Infinity;
+    peer.timers.armedAt = Infinity;
     if (peer.removed || this.closed) return;
     const actions = send.expireTimers(this, peer);
     this.perform(peer, actions);

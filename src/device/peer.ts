@@ -32,9 +32,8 @@ export class Peer {
   lastHandshakeEpochMs = 0;
   /** Set when we initiated the handshake that REJECT_AFTER_TIME is about to force; reset by a new session. */
   sentLastMinuteHandshake = false;
-  /** The real timer behind `timers`, armed for armedAt. */
+  /** The real timer behind `timers`, armed for timers.armedAt. */
   timer: NodeJS.Timeout | undefined;
-  armedAt = Infinity;
   removed = false;
 
   constructor(publicKey: Uint8Array, onRetire: (keypair: Keypair) => void) {

@@ -28,7 +28,7 @@ import {
   MESSAGE_RESPONSE,
   MESSAGE_TRANSPORT,
   readCounter,
-  readU32,
+  readI32,
   RESPONSE_LENGTH,
   TRANSPORT_MIN_LENGTH,
 } from '../noise/messages.ts';
@@ -66,7 +66,7 @@ class ReceiveJob {
   readonly datagram: Int32Array;
   readonly keypairs: (Keypair | undefined)[];
   readonly peers: (Peer | undefined)[];
-  readonly counters: Float64Array;
+  readonly counters: number[];
   readonly tunOffsets: Int32Array;
   readonly tunLengths: Int32Array;
 
@@ -75,7 +75,7 @@ class ReceiveJob {
     this.datagram = new Int32Array(batch.capacity);
     this.keypairs = new Array(batch.capacity).fill(undefined);
     this.peers = new Array(batch.capacity).fill(undefined);
-    this.counters = new Float64Array(batch.capacity);
+    this.counters = new Array<number>(batch.capacity).fill(0);
     this.tunOffsets = new Int32Array(batch.capacity);
     this.tunLengths = new Int32Array(batch.capacity);
   }
@@ -144,7 +144,7 @@ function prepareTransport(device: Device, job: ReceiveJob, slab: Uint8Array, off
     device.counters.drop('malformed');
     return;
   }
-  const entry = device.indices.get(readU32(slab, offset + 4));
+  const entry = device.indices.get(readI32(slab, offset + 4));
   const keypair = entry?.keypair;
   if (!entry || !keypair) {
     device.counters.drop('unknown-index');
@@ -203,16 +203,16 @@ function finishTransport(device: Device, job: ReceiveJob, slab: Uint8Array, offs
       copyRecord(peer.endpoint, 0, addrs, addrOffset);
       peer.hasEndpoint = true;
     }
-    device.timerEvent(peer, 'authenticated-received');
-    device.timerEvent(peer, 'authenticated-traversal');
+    device.timerEvent(peer, 'authenticated-received', now);
+    device.timerEvent(peer, 'authenticated-traversal', now);
     if (keypair === peer.keypairs.current && !peer.sentLastMinuteHandshake && keypair.wantsRekeyOnReceive(now)) {
       peer.sentLastMinuteHandshake = true;
-      device.timerEvent(peer, 'want-handshake');
+      device.timerEvent(peer, 'want-handshake', now);
     }
     if (plain === 0) {
       device.counters.keepalivesReceived++;
     } else {
-      device.timerEvent(peer, 'data-received');
+      device.timerEvent(peer, 'data-received', now);
       const ipLength = checkInnerPacket(device, peer, slab, offset + 16, plain);
       if (ipLength > 0) {
         job.tunOffsets[out] = offset + 16;
@@ -220,7 +220,6 @@ function finishTransport(device: Device, job: ReceiveJob, slab: Uint8Array, offs
         out++;
       }
     }
-    device.schedule(peer);
   }
   if (out > 0) {
     const written = device.tun.write(slab, job.tunOffsets, job.tunLengths, out);

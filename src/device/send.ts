@@ -134,11 +134,10 @@ export function sendTunPackets(device: Device, slab: Uint8Array, offsets: Int32A
     job.lengths[n] = HEADROOM + padded + TAG_LENGTH;
     copyRecord(job.addrs, n * ENDPOINT_SIZE, peer.endpoint, 0);
     peer.txBytes += HEADROOM + padded + TAG_LENGTH;
-    device.timerEvent(peer, 'data-sent');
-    device.timerEvent(peer, 'authenticated-sent');
-    device.timerEvent(peer, 'authenticated-traversal');
-    if (keypair!.wantsRekeyOnSend(now)) device.timerEvent(peer, 'want-handshake');
-    device.schedule(peer);
+    device.timerEvent(peer, 'data-sent', now);
+    device.timerEvent(peer, 'authenticated-sent', now);
+    device.timerEvent(peer, 'authenticated-traversal', now);
+    if (keypair!.wantsRekeyOnSend(now)) device.timerEvent(peer, 'want-handshake', now);
   }
   if (job.count === 0) return;
   const sealing = device.crypto.run(batch, slab);

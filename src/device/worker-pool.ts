@@ -46,7 +46,6 @@ export class WorkerPool implements CryptoExecutor {
   private nextId = 1;
   private queue: Promise<void> = Promise.resolve();
   private readonly nonce = new Uint8Array(12);
-  private readonly key = new Uint8Array(32);
   private closed = false;
 
   constructor(backend: CryptoBackend, workers: number, capacity: number, minBatch = DEFAULT_POOL_MIN_BATCH) {
@@ -97,7 +96,7 @@ export class WorkerPool implements CryptoExecutor {
   run(batch: CryptoBatch, slab: Uint8Array): void | Promise<void> {
     const id = this.ids.get(batch);
     if (id === undefined || batch.count < this.minBatch || this.closed) {
-      runEntries(this.backend, batch, slab, 0, batch.count, this.nonce, this.key);
+      runEntries(this.backend, batch, slab, 0, batch.count, this.nonce);
       return;
     }
     const run = this.queue.then(() => this.dispatch(id, batch, slab));
@@ -118,7 +117,7 @@ export class WorkerPool implements CryptoExecutor {
       Atomics.notify(this.control, base + Control.GENERATION);
     }
     // The calling thread takes the first share itself.
-    runEntries(this.backend, batch, slab, 0, Math.min(batch.count, per), this.nonce, this.key);
+    runEntries(this.backend, batch, slab, 0, Math.min(batch.count, per), this.nonce);
     for (;;) {
       const done = Atomics.load(this.control, Control.DONE);
       if (done >= this.workers.length) return;

@@ -89,6 +89,11 @@ export function readU32(bytes: Uint8Array, offset: number): number {
   return (bytes[offset]! | (bytes[offset + 1]! << 8) | (bytes[offset + 2]! << 16) | (bytes[offset + 3]! << 24)) >>> 0;
 }
 
+/** The same 32 bits as readU32, as a signed int32: always a small integer to V8 (no heap number). */
+export function readI32(bytes: Uint8Array, offset: number): number {
+  return bytes[offset]! | (bytes[offset + 1]! << 8) | (bytes[offset + 2]! << 16) | (bytes[offset + 3]! << 24);
+}
+
 export function writeU32(bytes: Uint8Array, offset: number, value: number): void {
   bytes[offset] = value & 0xff;
   bytes[offset + 1] = (value >>> 8) & 0xff;
@@ -103,6 +108,7 @@ const MAX_COUNTER_HIGH_WORD = 0x1f_ffff;
 export function readCounter(bytes: Uint8Array, offset: number): number {
   const low = readU32(bytes, offset);
   const high = readU32(bytes, offset + 4);
+  if (high === 0) return low;
   if (high > MAX_COUNTER_HIGH_WORD) return -1;
   return high * 0x1_0000_0000 + low;
 }

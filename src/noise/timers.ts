@@ -24,6 +24,8 @@ export const Action = {
   ClearStaged: 8,
   /** Forget the local source address used to reach the peer (it may be gone). */
   ClearEndpointSource: 16,
+  /** A deadline moved earlier than any before it: re-arm the real timer at nextDeadline(). */
+  Rearm: 32,
 } as const;
 
 export type TimerEvent =
@@ -59,6 +61,8 @@ export interface TimerState {
   lastInitiationSentAt: number;
   /** Persistent keepalive interval in ms; 0 is off. */
   persistentKeepaliveInterval: number;
+  /** When the caller's real timer is due (Infinity: not armed); kept here so checking it passes no number around. */
+  armedAt: number;
 }
 
 const NEVER = Infinity;
@@ -74,6 +78,7 @@ export function createTimerState(persistentKeepaliveInterval = 0): TimerState {
     handshakeAttempts: 0,
     lastInitiationSentAt: -Infinity,
     persistentKeepaliveInterval,
+    armedAt: NEVER,
   };
 }
 
@@ -82,14 +87,23 @@ function initiationAllowed(state: TimerState, now: number): boolean {
   return now - state.lastInitiationSentAt >= REKEY_TIMEOUT;
 }
 
+/**
+ * Applies one event. Returns the actions it calls for, with Rearm when it set a deadline
+ * earlier than the one it replaced — so the data path, which reports several events per packet,
+ * only touches the real timer when a deadline actually moved forward.
+ */
 export function onEvent(state: TimerState, event: TimerEvent, now: number, jitter = 0): number {
   switch (event) {
     case 'data-sent':
-      if (state.newHandshakeAt === NEVER) state.newHandshakeAt = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter;
-      return Action.None;
+      if (state.newHandshakeAt !== NEVER) return Action.None;
+      state.newHandshakeAt = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter;
+      return Action.Rearm;
     case 'data-received':
-      if (state.sendKeepaliveAt === NEVER) state.sendKeepaliveAt = now + KEEPALIVE_TIMEOUT;
-      else state.needAnotherKeepalive = true;
+      if (state.sendKeepaliveAt === NEVER) {
+        state.sendKeepaliveAt = now + KEEPALIVE_TIMEOUT;
+        return Action.Rearm;
+      }
+      state.needAnotherKeepalive = true;
       return Action.None;
     case 'authenticated-sent':
       state.sendKeepaliveAt = NEVER;
@@ -97,20 +111,30 @@ export function onEvent(state: TimerState, event: TimerEvent, now: number, jitte
     case 'authenticated-received':
       state.newHandshakeAt = NEVER;
       return Action.None;
-    case 'authenticated-traversal':
-      if (state.persistentKeepaliveInterval > 0) state.persistentKeepaliveAt = now + state.persistentKeepaliveInterval;
-      return Action.None;
-    case 'handshake-initiated':
+    case 'authenticated-traversal': {
+      if (state.persistentKeepaliveInterval <= 0) return Action.None;
+      const at = now + state.persistentKeepaliveInterval;
+      const earlier = at < state.persistentKeepaliveAt;
+      state.persistentKeepaliveAt = at;
+      return earlier ? Action.Rearm : Action.None;
+    }
+    case 'handshake-initiated': {
+      const at = now + REKEY_TIMEOUT + jitter;
+      const earlier = at < state.retransmitHandshakeAt;
       state.lastInitiationSentAt = now;
-      state.retransmitHandshakeAt = now + REKEY_TIMEOUT + jitter;
-      return Action.None;
+      state.retransmitHandshakeAt = at;
+      return earlier ? Action.Rearm : Action.None;
+    }
     case 'handshake-complete':
       state.retransmitHandshakeAt = NEVER;
       state.handshakeAttempts = 0;
       return Action.None;
-    case 'session-derived':
-      state.zeroKeysAt = now + ZERO_KEYS_AFTER;
-      return Action.None;
+    case 'session-derived': {
+      const at = now + ZERO_KEYS_AFTER;
+      const earlier = at < state.zeroKeysAt;
+      state.zeroKeysAt = at;
+      return earlier ? Action.Rearm : Action.None;
+    }
     case 'want-handshake':
       state.handshakeAttempts = 0;
       return initiationAllowed(state, now) ? Action.SendInitiation : Action.None;
@@ -177,6 +201,22 @@ export function expire(state: TimerState, now: number, jitter = 0): number {
     if (state.persistentKeepaliveInterval > 0) actions |= Action.SendKeepalive;
   }
   return actions;
+}
+
+/**
+ * Whether some pending deadline is earlier than the one the real timer is armed for — i.e.
+ * nextDeadline(state) < state.armedAt, answered without producing a number, so the check the
+ * data path makes per batch allocates nothing.
+ */
+export function needsRearm(state: TimerState): boolean {
+  const t = state.armedAt;
+  return (
+    state.retransmitHandshakeAt < t ||
+    state.sendKeepaliveAt < t ||
+    state.newHandshakeAt < t ||
+    state.zeroKeysAt < t ||
+    state.persistentKeepaliveAt < t
+  );
 }
 
 /** The earliest pending deadline, or Infinity when none is. */

@@ -124,4 +124,26 @@ describe('timers (whitepaper §6)', () => {
     onEvent(s, 'stop', 1);
     expect(nextDeadline(s)).toBe(Infinity);
   });
+
+  it('reports Rearm exactly when an event moved a deadline earlier (the data path re-arms only then)', () => {
+    const s = createTimerState();
+    // First data sent arms new-handshake; the next ones leave it (and the real timer) alone.
+    expect(onEvent(s, 'data-sent', 0, 7)).toBe(Action.Rearm);
+    expect(nextDeadline(s)).toBe(KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + 7);
+    expect(onEvent(s, 'data-sent', 10, 7)).toBe(Action.None);
+    expect(onEvent(s, 'authenticated-sent', 10)).toBe(Action.None);
+    // First data received arms the keepalive; the next only asks for another one.
+    expect(onEvent(s, 'data-received', 20)).toBe(Action.Rearm);
+    expect(onEvent(s, 'data-received', 30)).toBe(Action.None);
+    expect(onEvent(s, 'authenticated-traversal', 30)).toBe(Action.None);
+    // Session keys: the first derivation arms zeroing; a later one moves it later, not earlier.
+    expect(onEvent(s, 'session-derived', 40)).toBe(Action.Rearm);
+    expect(onEvent(s, 'session-derived', 50)).toBe(Action.None);
+    expect(onEvent(s, 'handshake-initiated', 60, 0)).toBe(Action.Rearm);
+    // Persistent keepalive: enabling arms it; traffic pushes it later only.
+    const p = createTimerState(25_000);
+    expect(onEvent(p, 'authenticated-traversal', 0)).toBe(Action.Rearm);
+    expect(onEvent(p, 'authenticated-traversal', 5)).toBe(Action.None);
+    expect(nextDeadline(p)).toBe(25_005);
+  });
 });

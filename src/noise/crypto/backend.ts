@@ -1,7 +1,7 @@
 /**
  * The primitives WireGuard needs, behind one interface so the protocol core never knows
  * which library computes them. Every output goes into a caller-owned buffer: the hot path
- * (aeadSeal/aeadOpen) allocates nothing per call on the sodium backend.
+ * (aeadSealAt/aeadOpenAt) allocates nothing per call on the sodium backend.
  */
 export interface CryptoBackend {
   readonly name: BackendName;
@@ -18,6 +18,15 @@ export interface CryptoBackend {
   aeadSeal(out: Uint8Array, key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): number;
   /** Inverse of aeadSeal; returns the plaintext length, or -1 when authentication fails (out is then unspecified). */
   aeadOpen(out: Uint8Array, key: Uint8Array, nonce: Uint8Array, ciphertext: Uint8Array, ad: Uint8Array): number;
+
+  /**
+   * aeadSeal in place on the data path: seals the length bytes at slab[offset] with no
+   * associated data and writes length + 16 bytes there. Allocates nothing per call in steady
+   * state (the backends reuse their views of the slab). Returns the bytes written.
+   */
+  aeadSealAt(slab: Uint8Array, offset: number, length: number, key: Uint8Array, nonce: Uint8Array): number;
+  /** aeadOpen in place: opens the length bytes (ciphertext and tag) at slab[offset]; the plaintext length, or -1. */
+  aeadOpenAt(slab: Uint8Array, offset: number, length: number, key: Uint8Array, nonce: Uint8Array): number;
 
   /** XChaCha20-Poly1305 with a 24-byte nonce (cookie replies). Same contract as aeadSeal. */
   xaeadSeal(out: Uint8Array, key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): number;

@@ -7,6 +7,8 @@ import { TAG_LENGTH } from './backend.ts';
 
 type AeadFactory = typeof chacha20poly1305;
 
+const EMPTY = new Uint8Array(0);
+
 function seal(cipher: AeadFactory, out: Uint8Array, key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): number {
   // Noble allocates its result; copying keeps the in-place contract of the interface.
   if (out.length < plaintext.length + TAG_LENGTH) return -1;
@@ -48,6 +50,10 @@ export function createNobleBackend(): CryptoBackend {
     },
     aeadSeal: (out, key, nonce, pt, ad) => seal(chacha20poly1305, out, key, nonce, pt, ad),
     aeadOpen: (out, key, nonce, ct, ad) => open(chacha20poly1305, out, key, nonce, ct, ad),
+    aeadSealAt: (slab, offset, length, key, nonce) =>
+      seal(chacha20poly1305, slab.subarray(offset, offset + length + TAG_LENGTH), key, nonce, slab.subarray(offset, offset + length), EMPTY),
+    aeadOpenAt: (slab, offset, length, key, nonce) =>
+      open(chacha20poly1305, slab.subarray(offset, offset + length), key, nonce, slab.subarray(offset, offset + length), EMPTY),
     xaeadSeal: (out, key, nonce, pt, ad) => seal(xchacha20poly1305, out, key, nonce, pt, ad),
     xaeadOpen: (out, key, nonce, ct, ad) => open(xchacha20poly1305, out, key, nonce, ct, ad),
     randomBytes(out) {

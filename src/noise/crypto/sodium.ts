@@ -2,6 +2,9 @@
 import { createRequire } from 'node:module';
 import type { CryptoBackend } from './backend.ts';
 import { TAG_LENGTH } from './backend.ts';
+import { SlabViews } from './slab-views.ts';
+
+const EMPTY = new Uint8Array(0);
 
 interface SodiumNative {
   crypto_scalarmult(q: Uint8Array, n: Uint8Array, p: Uint8Array): void;
@@ -20,6 +23,7 @@ export function loadSodium(): SodiumNative {
 }
 
 export function createSodiumBackend(sodium: SodiumNative = loadSodium()): CryptoBackend {
+  const views = new SlabViews();
   return {
     name: 'sodium',
     x25519(out, privateKey, publicKey) {
@@ -42,6 +46,17 @@ export function createSodiumBackend(sodium: SodiumNative = loadSodium()): Crypto
       if (ciphertext.length < TAG_LENGTH) return -1;
       try {
         return sodium.crypto_aead_chacha20poly1305_ietf_decrypt(out.subarray(0, ciphertext.length - TAG_LENGTH), null, ciphertext, ad, nonce, key);
+      } catch {
+        return -1;
+      }
+    },
+    aeadSealAt(slab, offset, length, key, nonce) {
+      return sodium.crypto_aead_chacha20poly1305_ietf_encrypt(views.view(slab, offset, length + TAG_LENGTH), views.view(slab, offset, length), EMPTY, null, nonce, key);
+    },
+    aeadOpenAt(slab, offset, length, key, nonce) {
+      if (length < TAG_LENGTH) return -1;
+      try {
+        return sodium.crypto_aead_chacha20poly1305_ietf_decrypt(views.view(slab, offset, length - TAG_LENGTH), null, views.view(slab, offset, length), EMPTY, nonce, key);
       } catch {
         return -1;
       }
