@@ -7,6 +7,8 @@
  *   wgts-sodium-w0    wgts, WGTS_CRYPTO=sodium, WGTS_WORKERS=0 (crypto inline; the default on 2 CPUs)
  *   wgts-sodium-w1    wgts, WGTS_CRYPTO=sodium, WGTS_WORKERS=1 (one crypto worker thread)
  *   wgts-noble        wgts, WGTS_CRYPTO=noble, WGTS_WORKERS=0
+ *   wgts-offload      wgts, WGTS_CRYPTO=sodium, WGTS_WORKERS=0, WGTS_TUN_OFFLOAD=1 (TSO split on
+ *                     TUN reads, coalesced GSO writes); the three above run with WGTS_TUN_OFFLOAD=0
  *
  * Every round runs each implementation once, the order rotating by one each round, and each run
  * brings a fresh tunnel up (new daemons, new keys, first handshake by ping), then measures:
@@ -47,12 +49,13 @@ const REFERENCE = 'wireguard-go';
 
 export const IMPLEMENTATIONS: readonly Implementation[] = [
   { id: 'wireguard-go', label: 'wireguard-go', kind: 'wireguard-go', env: { LOG_LEVEL: 'error' } },
-  { id: 'wgts-sodium-w0', label: 'wgts sodium, 0 workers', kind: 'wgts', env: { WGTS_CRYPTO: 'sodium', WGTS_WORKERS: '0', LOG_LEVEL: 'info' } },
-  { id: 'wgts-sodium-w1', label: 'wgts sodium, 1 worker', kind: 'wgts', env: { WGTS_CRYPTO: 'sodium', WGTS_WORKERS: '1', LOG_LEVEL: 'info' } },
-  { id: 'wgts-noble', label: 'wgts noble', kind: 'wgts', env: { WGTS_CRYPTO: 'noble', WGTS_WORKERS: '0', LOG_LEVEL: 'info' } },
+  { id: 'wgts-sodium-w0', label: 'wgts sodium, 0 workers', kind: 'wgts', env: { WGTS_CRYPTO: 'sodium', WGTS_WORKERS: '0', WGTS_TUN_OFFLOAD: '0', LOG_LEVEL: 'info' } },
+  { id: 'wgts-sodium-w1', label: 'wgts sodium, 1 worker', kind: 'wgts', env: { WGTS_CRYPTO: 'sodium', WGTS_WORKERS: '1', WGTS_TUN_OFFLOAD: '0', LOG_LEVEL: 'info' } },
+  { id: 'wgts-noble', label: 'wgts noble', kind: 'wgts', env: { WGTS_CRYPTO: 'noble', WGTS_WORKERS: '0', WGTS_TUN_OFFLOAD: '0', LOG_LEVEL: 'info' } },
+  { id: 'wgts-offload', label: 'wgts offload', kind: 'wgts', env: { WGTS_CRYPTO: 'sodium', WGTS_WORKERS: '0', WGTS_TUN_OFFLOAD: '1', LOG_LEVEL: 'info' } },
 ];
 
-const OVERLAY = ['100.64.0.1', '100.64.0.2'] as const;
+export const OVERLAY = ['100.64.0.1', '100.64.0.2'] as const;
 const MTU = 1420;
 const PORT = 51820;
 const IPERF_PORT = 5201;
@@ -116,7 +119,7 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
 }
 
-interface IperfResult {
+export interface IperfResult {
   /** Receiver bits/s (TCP: sum_received; UDP: what the server received). */
   readonly bitsPerSecond: number;
   /** TCP: sender retransmits; UDP: undefined. */
@@ -146,7 +149,7 @@ interface IperfJson {
 }
 
 /** One iperf3 test from A to server on B (a one-off server, ready when its port listens). */
-async function iperf(
+export async function iperf(
   bed: Bed,
   nsA: string,
   nsB: string,
@@ -197,7 +200,7 @@ async function iperf(
 }
 
 /** count pings at 10 ms; RTT average and p99 (nearest rank) over the replies. */
-async function ping(nsA: string, target: string, count: number): Promise<PingResult> {
+export async function ping(nsA: string, target: string, count: number): Promise<PingResult> {
   const r = await exec(nsA, 'ping', ['-n', '-c', String(count), '-i', '0.01', '-W', '1', target], {
     timeoutMs: count * 10 + 15_000,
     allowFailure: true,
@@ -289,7 +292,7 @@ interface Failure {
   readonly error: string;
 }
 
-async function configure(bed: Bed, d: Daemon, key: string, peerPublic: string, peerEndpoint: string, self: string, peer: string): Promise<void> {
+export async function configure(bed: Bed, d: Daemon, key: string, peerPublic: string, peerEndpoint: string, self: string, peer: string): Promise<void> {
   const dir = bed.tempDir();
   const file = keyFile(dir, 'private', key);
   await exec(d.ns, 'wg', ['set', d.ifname, 'listen-port', String(PORT), 'private-key', file, 'peer', peerPublic, 'endpoint', peerEndpoint, 'allowed-ips', `${peer}/32`]);
@@ -311,7 +314,7 @@ function wgtsInfo(d: Daemon): string | undefined {
   return undefined;
 }
 
-async function wgtsCounters(d: Daemon): Promise<unknown> {
+export async function wgtsCounters(d: Daemon): Promise<unknown> {
   const r = await exec(d.ns, NODE, [WGTS_CLI, 'show', d.ifname, '--json'], { allowFailure: true });
   try {
     return JSON.parse(r.stdout) as unknown;

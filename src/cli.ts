@@ -47,7 +47,9 @@ const program = new Command()
   .option('-f, --foreground', 'stay in the foreground (also WG_PROCESS_FOREGROUND=1)')
   .addOption(new Option('--persist', 'keep the interface, its addresses and routes when the daemon exits'))
   .addOption(new Option('--workers <n>', 'crypto worker threads (0: all on the main thread; default: by CPU count)').env('WGTS_WORKERS').argParser(parseWorkers))
-  .action(async (ifname: string | undefined, options: { foreground?: boolean; persist?: boolean; workers?: number }) => {
+  .addOption(new Option('--offload', 'TUN TCP segmentation offload: split super-packets on read, coalesce on write (default; WGTS_TUN_OFFLOAD=0 turns it off)'))
+  .addOption(new Option('--no-offload', 'one packet per TUN read and write'))
+  .action(async (ifname: string | undefined, options: { foreground?: boolean; persist?: boolean; workers?: number; offload?: boolean }) => {
     if (!ifname) {
       program.help();
       return;
@@ -64,6 +66,7 @@ const program = new Command()
       persist: options.persist ?? false,
       logLevel: logLevelFromEnv(process.env.LOG_LEVEL),
       ...(options.workers !== undefined ? { workers: options.workers } : {}),
+      ...(options.offload !== undefined ? { offload: options.offload } : {}),
     });
   });
 

@@ -3,6 +3,9 @@
  * to the device, and the device's writes handed back. One slab per direction, reused forever.
  */
 import type { DatagramTransport, Device, PacketTunnel, TransportFactory } from '../device/device.ts';
+import { TcpCoalescer } from '../tun/offload/tcp-coalesce.ts';
+import { RAW_SLOT_SIZE, rawAreaSize, TsoSplitter } from '../tun/offload/tso-split.ts';
+import { OffloadCounters, VNET_HDR_LENGTH, writePlainHeader } from '../tun/offload/virtio-net-hdr.ts';
 import { TunDevice } from '../tun/tun-device.ts';
 import { UdpSocket } from '../tun/udp-socket.ts';
 import type { Logger } from '../device/logger.ts';
@@ -14,26 +17,56 @@ export const SLOT_SIZE = 16 + MAX_PACKET + 64;
 /** Batches drained per readiness callback before yielding to the other direction. */
 const ROUNDS_PER_WAKEUP = 8;
 const MTU_REFRESH_MS = 1000;
+/** Offload: TUN reads staged per readBatch call (each up to 64 KiB) before they are split into slots. */
+const RAW_READS = 16;
 
+/**
+ * Reads TUN batches into the Device and writes what it hands back. With an offloading TUN
+ * (tun.offload) reads go through a TsoSplitter and writes through a TcpCoalescer; the Device sees
+ * the same batches either way.
+ */
 export class TunPump implements PacketTunnel {
   readonly tun: TunDevice;
+  readonly offloadCounters = new OffloadCounters();
   private readonly batch: number;
   private readonly slab: Uint8Array;
   private readonly readView: Uint8Array;
   private readonly offsets: Int32Array;
   private readonly lengths: Int32Array;
   private readonly stats = new Int32Array(3);
+  private readonly plainOffsets: Int32Array;
+  private readonly plainLengths: Int32Array;
+  private readonly splitter: TsoSplitter | undefined;
+  private coalescer: TcpCoalescer | undefined;
+  /** The Device holds the slab (workers sealing in it): no reads until it is handed back. */
+  private busy = false;
+  private drainScheduled = false;
   private cachedMtu = 1420;
   private mtuCheckedAt = -Infinity;
 
-  constructor(tun: TunDevice, batch = 128) {
+  /** coalesce: with an offloading TUN, merge received TCP segments into GSO writes (default true). */
+  constructor(tun: TunDevice, batch = 128, options: { coalesce?: boolean } = {}) {
     this.tun = tun;
     this.batch = batch;
-    // Slot i's packet is read at 16 + i * SLOT_SIZE so its header fits in front of it.
-    this.slab = new Uint8Array(new SharedArrayBuffer(16 + batch * SLOT_SIZE));
+    this.plainOffsets = new Int32Array(tun.offload ? batch : 0);
+    this.plainLengths = new Int32Array(tun.offload ? batch : 0);
+    // Slot i's packet is read at 16 + i * SLOT_SIZE so its header fits in front of it. With
+    // offload the raw reads are staged after the slots, in the same buffer (copyWithin moves them).
+    const slots = 16 + batch * SLOT_SIZE;
+    this.slab = new Uint8Array(new SharedArrayBuffer(slots + (tun.offload ? rawAreaSize(RAW_READS) : 0)));
     this.readView = this.slab.subarray(16);
     this.offsets = Int32Array.from({ length: batch }, (_, i) => 16 + i * SLOT_SIZE);
     this.lengths = new Int32Array(batch);
+    if (tun.offload) {
+      // The splitter places each packet up to 7 bytes into its slot (SLOT_SIZE has the room).
+      this.splitter = new TsoSplitter(this.slab, this.offsets.slice(), slots, RAW_READS, MAX_PACKET, this.offloadCounters);
+      if (options.coalesce ?? true) this.coalescer = new TcpCoalescer(batch, this.offloadCounters);
+    }
+  }
+
+  /** Offload figures for `wgts show` (tun_offload 0 when the TUN has none). */
+  offloadStats(): Record<string, number> {
+    return { tun_offload: this.tun.offload ? 1 : 0, tun_coalescing: this.coalescer ? 1 : 0, ...this.offloadCounters.toRecord() };
   }
 
   get mtu(): number {
@@ -50,32 +83,108 @@ export class TunPump implements PacketTunnel {
   }
 
   start(device: Device, onFatal: (err: Error) => void): void {
-    this.tun.onReadable(() => {
-      for (let round = 0; round < ROUNDS_PER_WAKEUP && !device.closed; round++) {
+    const drain = (): void => {
+      for (let round = 0; round < ROUNDS_PER_WAKEUP && !device.closed && !this.busy; round++) {
         let n: number;
         try {
-          n = this.tun.readBatch(this.readView, SLOT_SIZE, this.lengths, this.batch);
+          n = this.splitter ? this.readOffloaded(this.splitter) : this.readPlain();
         } catch (err) {
           onFatal(err as Error);
           return;
         }
         if (n === 0) return;
-        for (let i = 0; i < n; i++) if (this.lengths[i]! > MAX_PACKET) this.lengths[i] = -1;
         const pending = device.handleTunPackets(this.slab, this.offsets, this.lengths, n);
         if (pending) {
           // Workers are sealing in this slab: read no more until they are done.
+          this.busy = true;
           this.tun.pause();
-          pending.then(() => this.tun.resume(), (err: Error) => onFatal(err));
+          pending.then(
+            () => {
+              this.busy = false;
+              this.tun.resume();
+              scheduleLeftovers();
+            },
+            (err: Error) => onFatal(err),
+          );
           return;
         }
       }
-    });
+      scheduleLeftovers();
+    };
+    // Split segments still staged are not in the kernel's queue, so readiness will not report them.
+    const scheduleLeftovers = (): void => {
+      if (!this.splitter?.pending || this.drainScheduled || device.closed) return;
+      this.drainScheduled = true;
+      setImmediate(() => {
+        this.drainScheduled = false;
+        drain();
+      });
+    };
+    this.tun.onReadable(drain);
     this.tun.onError((err) => onFatal(err));
   }
 
+  private readPlain(): number {
+    const n = this.tun.readBatch(this.readView, SLOT_SIZE, this.lengths, this.batch);
+    for (let i = 0; i < n; i++) if (this.lengths[i]! > MAX_PACKET) this.lengths[i] = -1;
+    return n;
+  }
+
+  /** Fills the slots from staged reads first, then from new ones, until full or the TUN is empty. */
+  private readOffloaded(splitter: TsoSplitter): number {
+    let count = 0;
+    while (count < this.batch) {
+      if (!splitter.pending) {
+        const n = this.tun.readBatch(splitter.rawView, RAW_SLOT_SIZE, splitter.rawLengths, Math.min(splitter.rawSlots, this.batch - count));
+        if (n === 0) break;
+        splitter.loaded(n);
+      }
+      count = splitter.split(this.offsets, this.lengths, count, this.batch);
+    }
+    return count;
+  }
+
   write(slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, count: number): number {
+    if (this.coalescer) return this.writeCoalesced(this.coalescer, slab, offsets, lengths, count);
+    if (this.tun.offload) return this.writeWithPlainHeaders(slab, offsets, lengths, count);
     const consumed = this.tun.writeBatch(slab, offsets, lengths, count, this.stats);
     return consumed - this.stats[0]!;
+  }
+
+  /** Returns how many packets the kernel took (what the Device counts as written). */
+  private writeCoalesced(coalescer: TcpCoalescer, slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, count: number): number {
+    if (count > coalescer.capacity) return this.writeWithPlainHeaders(slab, offsets, lengths, count);
+    const writes = coalescer.build(slab, offsets, lengths, count);
+    const consumed = this.tun.writevBatch(slab, coalescer.iovOffsets, coalescer.iovLengths, coalescer.iovCounts, writes, this.stats, coalescer.errors);
+    let written = 0;
+    for (let w = 0; w < consumed; w++) {
+      if (coalescer.errors[w] === 0) written += coalescer.iovCounts[w]!;
+      else if (coalescer.iovCounts[w]! > 1 && coalescer.errors[w] === -22) {
+        // EINVAL for a packet we coalesced: this kernel does not take our GSO writes. TCP will
+        // resend those segments; from now on they go one by one.
+        this.coalescer = undefined;
+        this.offloadCounters.coalescingRefused++;
+      }
+    }
+    return written;
+  }
+
+  /** Offloading TUN without coalescing: every packet with an all-zero virtio_net_hdr in its headroom. */
+  private writeWithPlainHeaders(slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, count: number): number {
+    let written = 0;
+    for (let start = 0; start < count; start += this.batch) {
+      const n = Math.min(this.batch, count - start);
+      for (let i = 0; i < n; i++) {
+        const at = offsets[start + i]! - VNET_HDR_LENGTH;
+        writePlainHeader(slab, at);
+        this.plainOffsets[i] = at;
+        this.plainLengths[i] = lengths[start + i]! + VNET_HDR_LENGTH;
+      }
+      const consumed = this.tun.writeBatch(slab, this.plainOffsets, this.plainLengths, n, this.stats);
+      written += consumed - this.stats[0]!;
+      if (consumed < n) break;
+    }
+    return written;
   }
 }
 

@@ -30,7 +30,8 @@ export interface SystemError extends Error {
 export interface NativeAddon {
   close(fd: number): void;
 
-  tunOpen(name: string, persist: boolean): { fd: number; name: string };
+  /** offload: IFF_VNET_HDR + TUNSETOFFLOAD; a refusal falls back to none (offload false, offloadError why). */
+  tunOpen(name: string, persist: boolean, offload?: boolean): { fd: number; name: string; offload: boolean; offloadError: string };
   tunSetPersist(fd: number, persist: boolean): void;
   setMtu(name: string, mtu: number): void;
   getMtu(name: string): number;
@@ -45,6 +46,21 @@ export interface NativeAddon {
     lengths: Int32Array,
     count: number,
     stats?: Int32Array,
+  ): number;
+
+  /**
+   * One writev per packet: packet i gathers the next iovCounts[i] ranges (iovOffsets/iovLengths).
+   * Returns packets consumed; < count only on EAGAIN. stats: [dropped, -errno]; errors[i]: 0 or -errno.
+   */
+  writevBatch(
+    fd: number,
+    slab: Uint8Array,
+    iovOffsets: Int32Array,
+    iovLengths: Int32Array,
+    iovCounts: Int32Array,
+    count: number,
+    stats?: Int32Array,
+    errors?: Int32Array,
   ): number;
 
   udpOpen(family: 0 | 4 | 6, port: number, fwmark: number, address?: string): { fd: number; port: number };

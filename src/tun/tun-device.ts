@@ -1,5 +1,7 @@
 /**
  * A TUN interface (IFF_TUN | IFF_NO_PI): each read is one whole IP packet, each write injects one.
+ * With offload (IFF_VNET_HDR + TUNSETOFFLOAD) each read and write starts with a 10-byte
+ * virtio_net_hdr and may be a TCP super-packet; src/tun/offload/ handles those.
  * Reads and writes are batched into caller-owned slabs and driven by readiness on Node's event
  * loop; nothing here allocates per packet.
  */
@@ -9,27 +11,38 @@ import { FdPoller, type ErrorHandler } from './poller.ts';
 export interface TunOpenOptions {
   /** Keep the interface when the fd closes (TUNSETPERSIST); false leaves an existing flag alone. */
   persist?: boolean;
+  /**
+   * Ask for TCP segmentation/checksum offload (IFF_VNET_HDR, TUN_F_CSUM|TSO4|TSO6). If the kernel
+   * refuses, the TUN opens without it: check `offload` and `offloadError` afterwards.
+   */
+  offload?: boolean;
 }
 
 export class TunDevice {
   /** The interface name the kernel gave (with any %d filled in). */
   readonly name: string;
+  /** Whether reads and writes carry a virtio_net_hdr (offload asked for and granted). */
+  readonly offload: boolean;
+  /** Why offload was refused ("TUNSETOFFLOAD: Invalid argument"), or ''. */
+  readonly offloadError: string;
   readonly #native: NativeAddon;
   readonly #poller: FdPoller;
   #fd: number;
 
-  private constructor(native: NativeAddon, fd: number, name: string) {
+  private constructor(native: NativeAddon, fd: number, name: string, offload: boolean, offloadError: string) {
     this.#native = native;
     this.#fd = fd;
     this.name = name;
+    this.offload = offload;
+    this.offloadError = offloadError;
     this.#poller = new FdPoller(native, fd);
   }
 
   /** Creates the interface, or attaches to an existing persistent one. '' or 'wg%d' lets the kernel number it. */
   static open(name = '', options: TunOpenOptions = {}): TunDevice {
     const native = loadNative();
-    const opened = native.tunOpen(name, options.persist ?? false);
-    return new TunDevice(native, opened.fd, opened.name);
+    const opened = native.tunOpen(name, options.persist ?? false, options.offload ?? false);
+    return new TunDevice(native, opened.fd, opened.name, opened.offload, opened.offloadError);
   }
 
   /** The descriptor, or -1 once closed. */
@@ -52,6 +65,15 @@ export class TunDevice {
    */
   writeBatch(slab: Uint8Array, offsets: Int32Array, lengths: Int32Array, count = lengths.length, stats?: Int32Array): number {
     return this.#native.writeBatch(this.#fd, slab, offsets, lengths, count, stats);
+  }
+
+  /**
+   * Gathered writes: packet i is the next iovCounts[i] ranges slab[iovOffsets[k] .. + iovLengths[k]),
+   * written with one writev. Returns packets consumed as writeBatch; errors[i] (optional) is 0 when
+   * packet i was written, -errno when the kernel refused it.
+   */
+  writevBatch(slab: Uint8Array, iovOffsets: Int32Array, iovLengths: Int32Array, iovCounts: Int32Array, count: number, stats?: Int32Array, errors?: Int32Array): number {
+    return this.#native.writevBatch(this.#fd, slab, iovOffsets, iovLengths, iovCounts, count, stats, errors);
   }
 
   /** Level-triggered: cb runs while packets are waiting; drain with readBatch until it returns 0. */

@@ -55,6 +55,8 @@ export interface DaemonStartOptions {
   readonly startTimeoutMs?: number;
   /** wgts only: crypto worker threads (WGTS_WORKERS; unset: the daemon's default by CPU count). */
   readonly workers?: number;
+  /** wgts only: TUN offload (WGTS_TUN_OFFLOAD; unset: the daemon's default). */
+  readonly offload?: boolean;
 }
 
 /** A running WireGuard daemon in a namespace, whichever implementation. */
@@ -212,7 +214,9 @@ export class WgtsDaemon extends DaemonBase {
     const ifname = options.ifname ?? bed.ifname('wgts');
     const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: options.logLevel ?? 'info' };
     delete env.WGTS_WORKERS;
+    delete env.WGTS_TUN_OFFLOAD;
     if (options.workers !== undefined) env.WGTS_WORKERS = String(options.workers);
+    if (options.offload !== undefined) env.WGTS_TUN_OFFLOAD = options.offload ? '1' : '0';
     const proc = bed.spawn(ns, NODE, [WGTS_CLI, '-f', ifname], { env });
     const daemon = new WgtsDaemon(bed, ns, ifname, proc);
     bed.trackPath(daemon.socketPath);
@@ -267,6 +271,15 @@ export function wgtsWithWorkers(workers: number): WgImplementation {
     name: 'wgts',
     label: `wgts (${workers} workers)`,
     start: (bed, ns, options = {}) => WgtsDaemon.start(bed, ns, { ...options, workers }),
+  };
+}
+
+/** wgts with TUN offload forced on or off. */
+export function wgtsWithOffload(offload: boolean): WgImplementation {
+  return {
+    name: 'wgts',
+    label: offload ? 'wgts (offload)' : 'wgts (no offload)',
+    start: (bed, ns, options = {}) => WgtsDaemon.start(bed, ns, { ...options, offload }),
   };
 }
 
