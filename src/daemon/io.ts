@@ -41,6 +41,8 @@ export class TunPump implements PacketTunnel {
   /** The Device holds the slab (workers sealing in it): no reads until it is handed back. */
   private busy = false;
   private drainScheduled = false;
+  /** The last read came back short: the TUN's queue was empty (staged segments aside). */
+  private tunEmpty = false;
   private cachedMtu = 1420;
   private mtuCheckedAt = -Infinity;
 
@@ -108,6 +110,9 @@ export class TunPump implements PacketTunnel {
           );
           return;
         }
+        // A read came back short, so the queue was empty: the (level-triggered) poll reports
+        // what comes next. Asking again would be one more read() that says EAGAIN, per wakeup.
+        if (this.tunEmpty) break;
       }
       scheduleLeftovers();
     };
@@ -126,6 +131,7 @@ export class TunPump implements PacketTunnel {
 
   private readPlain(): number {
     const n = this.tun.readBatch(this.readView, SLOT_SIZE, this.lengths, this.batch);
+    this.tunEmpty = n < this.batch;
     for (let i = 0; i < n; i++) if (this.lengths[i]! > MAX_PACKET) this.lengths[i] = -1;
     return n;
   }
@@ -133,9 +139,13 @@ export class TunPump implements PacketTunnel {
   /** Fills the slots from staged reads first, then from new ones, until full or the TUN is empty. */
   private readOffloaded(splitter: TsoSplitter): number {
     let count = 0;
+    this.tunEmpty = false;
     while (count < this.batch) {
       if (!splitter.pending) {
-        const n = this.tun.readBatch(splitter.rawView, RAW_SLOT_SIZE, splitter.rawLengths, Math.min(splitter.rawSlots, this.batch - count));
+        if (this.tunEmpty) break;
+        const want = Math.min(splitter.rawSlots, this.batch - count);
+        const n = this.tun.readBatch(splitter.rawView, RAW_SLOT_SIZE, splitter.rawLengths, want);
+        this.tunEmpty = n < want;
         if (n === 0) break;
         splitter.loaded(n);
       }
