@@ -14,6 +14,7 @@ const BENCHES: Record<string, { readonly about: string; readonly load: () => Pro
   'allowed-ips': { about: 'allowed-IPs trie: lookups/s, inserts/s and memory with 10,000 and 100,000 prefixes', load: () => import('./scale-allowed-ips.ts') },
   e2e: { about: 'through real tunnels in namespaces: iperf3 TCP/UDP, ping, RSS; wgts (sodium, workers 0/1; noble) vs wireguard-go', load: () => import('./e2e.ts') },
   'scale-peers': { about: 'daemon RSS and wg setconf / wg show dump time with 1,000 and 10,000 peers, wgts vs wireguard-go', load: () => import('./scale-peers.ts') },
+  alloc: { about: 'JS heap allocated per packet and GC work of the wgts daemons over idle, TCP and UDP windows', load: () => import('./alloc.ts') },
   flood: { about: 'handshake flood in namespaces: victim handshake work (MAC1 only vs MAC1+MAC2) and legitimate handshake latency at 20,000/s', load: () => import('./flood.ts') },
 };
 

@@ -354,7 +354,7 @@ export function newKeyPair(): KeyPair {
 
 /** Which daemon to run, and how. */
 export interface Implementation {
-  /** Short id for JSON and options, e.g. 'wgts-sodium-w0'. */
+  /** Short id for JSON and options, e.g. 'wgts-sodium'. */
   readonly id: string;
   /** For tables, e.g. 'wgts sodium w0'. */
   readonly label: string;
