@@ -29,7 +29,7 @@ import { stats } from './lib/measure.ts';
 import type { Daemon, Implementation, VethPair } from './lib/netns.ts';
 import { Bed, describeSourceState, exec, newKeyPair, sourceState, startDaemon, stopDaemon, waitFor } from './lib/netns.ts';
 import type { BenchOptions, BenchResult } from './lib/types.ts';
-import { UsageError } from './lib/types.ts';
+import { readOptions } from './lib/options.ts';
 
 const CONTENDERS = ['wgts-sodium', 'wgts-sodium-w1', 'wgts-no-offload'];
 const WINDOWS = ['idle', 'tcp', 'udp'] as const;
@@ -48,26 +48,14 @@ interface Settings {
 
 function settings(options: BenchOptions): Settings {
   const s: Settings = options.quick ? { rounds: 1, durationS: 3, only: CONTENDERS, heapProfiles: undefined } : { rounds: 3, durationS: 10, only: CONTENDERS, heapProfiles: undefined };
-  const args = options.args;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    const value = (): string => {
-      const v = args[++i];
-      if (v === undefined) throw new UsageError(`${arg} needs a value`);
-      return v;
-    };
-    if (arg === '--rounds' || arg === '--duration') {
-      const n = Number(value());
-      if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${arg}: expected a positive whole number`);
-      if (arg === '--rounds') s.rounds = n;
-      else s.durationS = n;
-    } else if (arg === '--only') {
-      s.only = value().split(',').filter(Boolean);
-      const unknown = s.only.filter((id) => !IMPLEMENTATIONS.some((m) => m.id === id && m.kind === 'wgts'));
-      if (unknown.length > 0) throw new UsageError(`--only: unknown wgts implementation ${unknown.join(', ')}`);
-    } else if (arg === '--heap-profiles') s.heapProfiles = resolve(value());
-    else throw new UsageError(`unknown option ${arg} (options: --rounds N, --duration S, --only id[,id…], --heap-profiles DIR)`);
-  }
+  readOptions(options.args, '--rounds N, --duration S, --only id[,id…], --heap-profiles DIR', (option, value) => {
+    if (option === '--rounds') s.rounds = value.positiveInt();
+    else if (option === '--duration') s.durationS = value.positiveInt();
+    else if (option === '--only') s.only = value.ids(IMPLEMENTATIONS.filter((m) => m.kind === 'wgts').map((m) => m.id));
+    else if (option === '--heap-profiles') s.heapProfiles = resolve(value.text());
+    else return false;
+    return true;
+  });
   return s;
 }
 

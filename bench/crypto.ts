@@ -48,7 +48,7 @@ import { fmt, fmtRange, markdownTable } from './lib/format.ts';
 import type { Stats, Workload } from './lib/measure.ts';
 import { compare, stats } from './lib/measure.ts';
 import type { BenchOptions, BenchResult } from './lib/types.ts';
-import { UsageError } from './lib/types.ts';
+import { readOptions } from './lib/options.ts';
 
 const MTU = 1420;
 const EMPTY = new Uint8Array(0);
@@ -357,33 +357,14 @@ function settings(options: BenchOptions): Settings {
   const s: Settings = options.quick
     ? { rounds: 3, minTimeMs: 25, warmupMs: 25, only: undefined, backends: BACKEND_NAMES }
     : { rounds: 7, minTimeMs: 250, warmupMs: 300, only: undefined, backends: BACKEND_NAMES };
-  const args = options.args;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    const value = (): string => {
-      const v = args[++i];
-      if (v === undefined) throw new UsageError(`${arg} needs a value`);
-      return v;
-    };
-    const positive = (v: string): number => {
-      const n = Number(v);
-      if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${arg}: expected a positive number, got "${v}"`);
-      return n;
-    };
-    if (arg === '--rounds') s.rounds = Math.round(positive(value()));
-    else if (arg === '--min-time-ms') s.minTimeMs = s.warmupMs = positive(value());
-    else if (arg === '--only') {
-      const ids = value().split(',').map((x) => x.trim()).filter(Boolean);
-      const unknown = ids.filter((id) => !CASES.some((c) => c.id === id));
-      if (unknown.length > 0) throw new UsageError(`--only: unknown case ${unknown.join(', ')} (cases: ${CASES.map((c) => c.id).join(', ')})`);
-      s.only = ids;
-    } else if (arg === '--backends') {
-      const names = value().split(',').map((x) => x.trim()).filter(Boolean);
-      const unknown = names.filter((n) => !(BACKEND_NAMES as readonly string[]).includes(n));
-      if (unknown.length > 0 || names.length === 0) throw new UsageError(`--backends: expected a list of ${BACKEND_NAMES.join(', ')}`);
-      s.backends = names as BackendName[];
-    } else throw new UsageError(`unknown option ${arg} (options: --rounds N, --min-time-ms MS, --only id[,id…], --backends name[,name])`);
-  }
+  readOptions(options.args, '--rounds N, --min-time-ms MS, --only id[,id…], --backends name[,name]', (option, value) => {
+    if (option === '--rounds') s.rounds = Math.round(value.positive());
+    else if (option === '--min-time-ms') s.minTimeMs = s.warmupMs = value.positive();
+    else if (option === '--only') s.only = value.ids(CASES.map((c) => c.id));
+    else if (option === '--backends') s.backends = value.ids(BACKEND_NAMES) as BackendName[];
+    else return false;
+    return true;
+  });
   return s;
 }
 

@@ -44,7 +44,7 @@ import { stats } from './lib/measure.ts';
 import type { Daemon, Implementation, Memory, VethPair } from './lib/netns.ts';
 import { Bed, describeSourceState, exec, keyFile, newKeyPair, NODE, processMemory, sourceState, startDaemon, stopDaemon, waitFor, WGTS_CLI } from './lib/netns.ts';
 import type { BenchOptions, BenchResult } from './lib/types.ts';
-import { UsageError } from './lib/types.ts';
+import { readOptions } from './lib/options.ts';
 
 const REFERENCE = 'wireguard-go';
 
@@ -75,30 +75,15 @@ function settings(options: BenchOptions): Settings {
   const s: Settings = options.quick
     ? { rounds: 1, durationS: 3, pings: 50, only: undefined, baseline: true }
     : { rounds: 3, durationS: 10, pings: 200, only: undefined, baseline: true };
-  const args = options.args;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    const value = (): string => {
-      const v = args[++i];
-      if (v === undefined) throw new UsageError(`${arg} needs a value`);
-      return v;
-    };
-    const positiveInt = (v: string): number => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${arg}: expected a positive whole number, got "${v}"`);
-      return n;
-    };
-    if (arg === '--rounds') s.rounds = positiveInt(value());
-    else if (arg === '--duration') s.durationS = positiveInt(value());
-    else if (arg === '--pings') s.pings = positiveInt(value());
-    else if (arg === '--no-baseline') s.baseline = false;
-    else if (arg === '--only') {
-      const ids = value().split(',').map((x) => x.trim()).filter(Boolean);
-      const unknown = ids.filter((id) => !IMPLEMENTATIONS.some((m) => m.id === id));
-      if (unknown.length > 0) throw new UsageError(`--only: unknown implementation ${unknown.join(', ')} (${IMPLEMENTATIONS.map((m) => m.id).join(', ')})`);
-      s.only = ids;
-    } else throw new UsageError(`unknown option ${arg} (options: --rounds N, --duration S, --pings N, --only id[,id…], --no-baseline)`);
-  }
+  readOptions(options.args, '--rounds N, --duration S, --pings N, --only id[,id…], --no-baseline', (option, value) => {
+    if (option === '--rounds') s.rounds = value.positiveInt();
+    else if (option === '--duration') s.durationS = value.positiveInt();
+    else if (option === '--pings') s.pings = value.positiveInt();
+    else if (option === '--no-baseline') s.baseline = false;
+    else if (option === '--only') s.only = value.ids(IMPLEMENTATIONS.map((m) => m.id));
+    else return false;
+    return true;
+  });
   return s;
 }
 

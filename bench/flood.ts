@@ -34,7 +34,7 @@ import { fmt, fmtRange, markdownTable } from './lib/format.ts';
 import type { Daemon, Implementation, Tracked } from './lib/netns.ts';
 import { Bed, describeSourceState, exec, keyFile, newKeyPair, REPO_ROOT, sourceState, startDaemon, stopDaemon, waitFor } from './lib/netns.ts';
 import type { BenchOptions, BenchResult } from './lib/types.ts';
-import { UsageError } from './lib/types.ts';
+import { readOptions } from './lib/options.ts';
 
 const FLOOD_SCRIPT = join(REPO_ROOT, 'test/netns/helpers/flood.ts');
 const PORT = 51820;
@@ -62,21 +62,14 @@ function settings(options: BenchOptions): Settings {
   const s: Settings = options.quick
     ? { rounds: 1, rate: 20_000, legitTimeoutMs: 12_000, mac2ManyRounds: 1 }
     : { rounds: 5, rate: 20_000, legitTimeoutMs: 20_000, mac2ManyRounds: 3 };
-  const args = options.args;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    const value = (): number => {
-      const v = args[++i];
-      const n = Number(v);
-      if (v === undefined || !Number.isInteger(n) || n <= 0) throw new UsageError(`${arg}: expected a positive whole number, got "${v ?? ''}"`);
-      return n;
-    };
-    if (arg === '--rounds') s.rounds = value();
-    else if (arg === '--rate') s.rate = value();
-    else if (arg === '--legit-timeout-ms') s.legitTimeoutMs = value();
-    else if (arg === '--mac2-many-rounds') s.mac2ManyRounds = value();
-    else throw new UsageError(`unknown option ${arg} (options: --rounds N, --rate N, --legit-timeout-ms N, --mac2-many-rounds N)`);
-  }
+  readOptions(options.args, '--rounds N, --rate N, --legit-timeout-ms N, --mac2-many-rounds N', (option, value) => {
+    if (option === '--rounds') s.rounds = value.positiveInt();
+    else if (option === '--rate') s.rate = value.positiveInt();
+    else if (option === '--legit-timeout-ms') s.legitTimeoutMs = value.positiveInt();
+    else if (option === '--mac2-many-rounds') s.mac2ManyRounds = value.positiveInt();
+    else return false;
+    return true;
+  });
   return s;
 }
 

@@ -28,6 +28,7 @@ import { fmt, fmtRange, markdownTable } from './lib/format.ts';
 import type { Stats, Workload } from './lib/measure.ts';
 import { compare, stats } from './lib/measure.ts';
 import type { BenchOptions, BenchResult } from './lib/types.ts';
+import { readOptions } from './lib/options.ts';
 import { UsageError } from './lib/types.ts';
 
 /** The benchmark's goal (not a test's): single-threaded, i.e. per core. */
@@ -357,27 +358,13 @@ export async function runAllowedIpsBench(options: AllowedIpsBenchOptions = {}): 
 /** Options after the benchmark's name: --rounds N, --min-time-ms MS, --only id[,id…]. */
 function parseArgs(args: readonly string[]): Omit<AllowedIpsBenchOptions, 'quick' | 'print'> {
   const parsed: { rounds?: number; minTimeMs?: number; only?: string[] } = {};
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    const value = (): string => {
-      const v = args[++i];
-      if (v === undefined) throw new UsageError(`${arg} needs a value`);
-      return v;
-    };
-    const positive = (v: string): number => {
-      const n = Number(v);
-      if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${arg}: expected a positive number, got "${v}"`);
-      return n;
-    };
-    if (arg === '--rounds') parsed.rounds = Math.round(positive(value()));
-    else if (arg === '--min-time-ms') parsed.minTimeMs = positive(value());
-    else if (arg === '--only') {
-      const ids = value().split(',').map((x) => x.trim()).filter(Boolean);
-      const unknown = ids.filter((id) => !SCENARIOS.some((s) => s.id === id));
-      if (unknown.length > 0) throw new UsageError(`--only: unknown case ${unknown.join(', ')} (cases: ${SCENARIOS.map((s) => s.id).join(', ')})`);
-      parsed.only = ids;
-    } else if (arg !== '--quick') throw new UsageError(`unknown option ${arg} (options: --rounds N, --min-time-ms MS, --only id[,id…])`);
-  }
+  readOptions(args, '--rounds N, --min-time-ms MS, --only id[,id…]', (option, value) => {
+    if (option === '--rounds') parsed.rounds = Math.round(value.positive());
+    else if (option === '--min-time-ms') parsed.minTimeMs = value.positive();
+    else if (option === '--only') parsed.only = value.ids(SCENARIOS.map((s) => s.id));
+    else return option === '--quick';
+    return true;
+  });
   return parsed;
 }
 

@@ -33,6 +33,7 @@ import { stats } from './lib/measure.ts';
 import type { Daemon, Implementation, KeyPair } from './lib/netns.ts';
 import { Bed, buildWgts, describeSourceState, exec, newKeyPair, processMemory, sourceState, startDaemon, stopDaemon } from './lib/netns.ts';
 import type { BenchOptions, BenchResult } from './lib/types.ts';
+import { readOptions } from './lib/options.ts';
 import { UsageError } from './lib/types.ts';
 
 const WGTS_ENV = { WGTS_CRYPTO: 'sodium', WGTS_WORKERS: '0', LOG_LEVEL: 'info' } as const;
@@ -56,30 +57,18 @@ const ONLY_HELP = IMPLEMENTATIONS.map((m) => m.id).join('|');
 
 function settings(options: BenchOptions): Settings {
   const s: Settings = options.quick ? { rounds: 1, peers: [100, 1000], only: undefined } : { rounds: 3, peers: [1000, 10000], only: undefined };
-  const args = options.args;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    const value = (): string => {
-      const v = args[++i];
-      if (v === undefined) throw new UsageError(`${arg} needs a value`);
-      return v;
-    };
-    const positiveInt = (v: string): number => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${arg}: expected a positive whole number, got "${v}"`);
-      return n;
-    };
-    if (arg === '--rounds') s.rounds = positiveInt(value());
-    else if (arg === '--peers') {
-      s.peers = value().split(',').map((x) => positiveInt(x.trim()));
-      if (s.peers.some((n) => n > 100_000)) throw new UsageError('--peers: at most 100,000');
-    } else if (arg === '--only') {
-      const ids = value().split(',').map((x) => x.trim()).filter(Boolean);
-      const unknown = ids.filter((id) => !IMPLEMENTATIONS.some((m) => m.id === id));
-      if (unknown.length > 0 || ids.length === 0) throw new UsageError(`--only: expected a list of ${ONLY_HELP}`);
-      s.only = ids;
-    } else throw new UsageError(`unknown option ${arg} (options: --rounds N, --peers N[,N…], --only ${ONLY_HELP}[,…])`);
-  }
+  readOptions(options.args, `--rounds N, --peers N[,N…], --only ${ONLY_HELP}[,…]`, (option, value) => {
+    if (option === '--rounds') s.rounds = value.positiveInt();
+    else if (option === '--peers') {
+      s.peers = value.text().split(',').map((x) => {
+        const n = Number(x.trim());
+        if (!Number.isInteger(n) || n <= 0 || n > 100_000) throw new UsageError(`--peers: expected whole numbers from 1 to 100,000, got "${x}"`);
+        return n;
+      });
+    } else if (option === '--only') s.only = value.ids(IMPLEMENTATIONS.map((m) => m.id));
+    else return false;
+    return true;
+  });
   return s;
 }
 
