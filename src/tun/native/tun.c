@@ -269,6 +269,21 @@ static napi_value read_batch(napi_env env, napi_callback_info info) {
   return wgts_int32(env, n);
 }
 
+/* What a failed write()/writev() of one packet means for the rest of the batch. */
+typedef enum { WRITE_RETRY, WRITE_STOP, WRITE_FATAL, WRITE_DROP } write_outcome;
+
+/*
+ * EINTR: try again. EAGAIN: the queue is full, stop (resume when writable). A broken fd: stop
+ * after what was written, or throw if nothing was. Anything else refuses only this packet
+ * (malformed, EINVAL; too big, EMSGSIZE; interface down, EIO): drop it and go on.
+ */
+static write_outcome after_write_error(int err, int32_t written) {
+  if (err == EINTR) return WRITE_RETRY;
+  if (err == EAGAIN || err == EWOULDBLOCK) return WRITE_STOP;
+  if (wgts_fd_is_broken(err)) return written > 0 ? WRITE_STOP : WRITE_FATAL;
+  return WRITE_DROP;
+}
+
 /*
  * writeBatch(fd, slab, offsets, lengths, count, stats?) -> n
  * write()s packet i = slab[offsets[i] .. offsets[i] + lengths[i]) in order. n is how many packets
@@ -309,10 +324,10 @@ static napi_value write_batch(napi_env env, napi_callback_info info) {
       continue;
     }
     int err = errno;
-    if (err == EINTR) continue;
-    if (err == EAGAIN || err == EWOULDBLOCK) break;
-    if (wgts_fd_is_broken(err)) {
-      if (n > 0) break;
+    write_outcome outcome = after_write_error(err, n);
+    if (outcome == WRITE_RETRY) continue;
+    if (outcome == WRITE_STOP) break;
+    if (outcome == WRITE_FATAL) {
       wgts_throw_errno(env, err, "write", NULL);
       return NULL;
     }
@@ -391,10 +406,10 @@ static napi_value writev_batch(napi_env env, napi_callback_info info) {
       continue;
     }
     int err = errno;
-    if (err == EINTR) continue;
-    if (err == EAGAIN || err == EWOULDBLOCK) break;
-    if (wgts_fd_is_broken(err)) {
-      if (n > 0) break;
+    write_outcome outcome = after_write_error(err, n);
+    if (outcome == WRITE_RETRY) continue;
+    if (outcome == WRITE_STOP) break;
+    if (outcome == WRITE_FATAL) {
       wgts_throw_errno(env, err, "writev", NULL);
       return NULL;
     }
