@@ -10,9 +10,8 @@
  * 50 MB of pseudo-random bytes over TCP each way with the same SHA-256 at both ends; and the
  * transfer counters moved accordingly.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { VethPair } from './helpers/netns.ts';
-import { NetnsBed, skipUnlessRoot } from './helpers/netns.ts';
+import { describe, expect, it } from 'vitest';
+import { skipUnlessRoot, vethPairBed } from './helpers/netns.ts';
 import type { TunnelEnd, WgImplementation } from './helpers/wgts.ts';
 import {
   createTunnelPair,
@@ -38,26 +37,14 @@ const PAIRINGS: ReadonlyArray<readonly [WgImplementation, WgImplementation]> = [
 ];
 
 describe.skipIf(skipUnlessRoot('data plane: daemon pairs'))('data plane: daemon pairs', () => {
-  const bed = new NetnsBed('dpp');
-  let link: VethPair;
-
-  beforeAll(async () => {
-    await bed.sweepStale();
-    const a = await bed.createNamespace('a');
-    const b = await bed.createNamespace('b');
-    link = await bed.createVethPair(a, b);
-  });
-
-  afterAll(async () => {
-    await bed.cleanup();
-  });
+  const { bed, link } = vethPairBed('dpp');
 
   for (const implementations of PAIRINGS) {
     for (const initiator of ['a', 'b'] as const) {
       const [implA, implB] = implementations;
       const title = `${implA.label} (A) ↔ ${implB.label} (B), ${initiator.toUpperCase()} sends first: ping, then 50 MB each way over TCP`;
       it(title, async () => {
-        const pair = await createTunnelPair(bed, { link, implementations });
+        const pair = await createTunnelPair(bed, { link: link(), implementations });
         try {
           await withDiagnostics([pair.a.daemon, pair.b.daemon], async () => {
             const first: TunnelEnd = initiator === 'a' ? pair.a : pair.b;

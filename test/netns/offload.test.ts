@@ -6,9 +6,9 @@
  * each transfer — so the suite fails if offload silently stayed off — and that the kernel took
  * every coalesced write.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NetnsBed as Bed, VethPair } from './helpers/netns.ts';
-import { NetnsBed, skipUnlessRoot } from './helpers/netns.ts';
+import { describe, expect, it } from 'vitest';
+import type { NetnsBed as Bed } from './helpers/netns.ts';
+import { skipUnlessRoot, vethPairBed } from './helpers/netns.ts';
 import type { TunnelEnd, WgImplementation } from './helpers/wgts.ts';
 import { createTunnelPair, mbps, ping, transfer, wgtsWithOffload, wireguardGoImplementation, withDiagnostics } from './helpers/wgts.ts';
 
@@ -34,25 +34,13 @@ async function offloadStats(end: TunnelEnd): Promise<Record<string, number> | un
 }
 
 describe.skipIf(skipUnlessRoot('TUN offload'))('TUN offload', () => {
-  const bed = new NetnsBed('tso');
-  let link: VethPair;
-
-  beforeAll(async () => {
-    await bed.sweepStale();
-    const a = await bed.createNamespace('a');
-    const b = await bed.createNamespace('b');
-    link = await bed.createVethPair(a, b);
-  });
-
-  afterAll(async () => {
-    await bed.cleanup();
-  });
+  const { bed, link } = vethPairBed('tso');
 
   for (const implementations of PAIRINGS) {
     const [implA, implB] = implementations;
     const title = `${implA.label} (A) ↔ ${implB.label} (B): 50 MB each way over TCP, IPv4 and IPv6 overlay`;
     it(title, async () => {
-      const pair = await createTunnelPair(bed, { link, implementations, overlay6: OVERLAY6 });
+      const pair = await createTunnelPair(bed, { link: link(), implementations, overlay6: OVERLAY6 });
       try {
         await withDiagnostics([pair.a.daemon, pair.b.daemon], async () => {
           for (const end of pair.ends) {

@@ -20,6 +20,7 @@ import { spawn as spawnChild, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 
 /** Longest interface name Linux accepts (IFNAMSIZ − 1). */
 export const IFNAME_MAX = 15;
@@ -515,4 +516,27 @@ export async function linkState(ns: string | undefined, ifname: string): Promise
   if (result.code !== 0) return undefined;
   const links = JSON.parse(result.stdout) as Array<{ operstate?: string }>;
   return links[0]?.operstate;
+}
+
+/**
+ * For a describe block: a bed of two namespaces, a and b, joined by one veth, made before its
+ * tests (after sweeping what a killed run left) and removed after them. link() is the veth.
+ */
+export function vethPairBed(prefix: string): { readonly bed: NetnsBed; link(): VethPair } {
+  const bed = new NetnsBed(prefix);
+  let link: VethPair | undefined;
+  beforeAll(async () => {
+    await bed.sweepStale();
+    link = await bed.createVethPair(await bed.createNamespace('a'), await bed.createNamespace('b'));
+  });
+  afterAll(async () => {
+    await bed.cleanup();
+  });
+  return {
+    bed,
+    link: () => {
+      if (!link) throw new Error(`${prefix}: the veth pair is made in beforeAll`);
+      return link;
+    },
+  };
 }
