@@ -2,6 +2,7 @@
  * Glue between the native TUN/UDP classes and the Device: fixed slabs read in batches and handed
  * to the device, and the device's writes handed back. One slab per direction, reused forever.
  */
+import { constants } from 'node:os';
 import type { DatagramTransport, Device, PacketTunnel, TransportFactory } from '../device/device.ts';
 import { TcpCoalescer } from '../tun/offload/tcp-coalesce.ts';
 import { RAW_SLOT_SIZE, rawAreaSize, TsoSplitter } from '../tun/offload/tso-split.ts';
@@ -17,6 +18,7 @@ export const SLOT_SIZE = 16 + MAX_PACKET + 64;
 /** Batches drained per readiness callback before yielding to the other direction. */
 const ROUNDS_PER_WAKEUP = 8;
 const MTU_REFRESH_MS = 1000;
+const { EINVAL } = constants.errno;
 /** Offload: TUN reads staged per readBatch call (each up to 64 KiB) before they are split into slots. */
 const RAW_READS = 16;
 
@@ -169,7 +171,7 @@ export class TunPump implements PacketTunnel {
     let written = 0;
     for (let w = 0; w < consumed; w++) {
       if (coalescer.errors[w] === 0) written += coalescer.iovCounts[w]!;
-      else if (coalescer.iovCounts[w]! > 1 && coalescer.errors[w] === -22) {
+      else if (coalescer.iovCounts[w]! > 1 && coalescer.errors[w] === -EINVAL) {
         // EINVAL for a packet we coalesced: this kernel does not take our GSO writes. TCP will
         // resend those segments; from now on they go one by one.
         this.coalescer = undefined;

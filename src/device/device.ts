@@ -289,12 +289,10 @@ export class Device implements DeviceControl {
   timerEvent(peer: Peer, event: TimerEvent, now: number = this.now()): void {
     const actions = onEvent(peer.timers, event, now, this.jitter());
     if (actions === Action.None) return;
-    if (actions === Action.Rearm) {
-      // Usually the timer is already due earlier: then this is a few comparisons.
-      if (needsRearm(peer.timers)) this.schedule(peer);
-      return;
-    }
-    this.perform(peer, actions);
+    // Rearm alone (the data path, per packet): schedule() is a few comparisons when the armed
+    // timer is already due earlier, as it usually is.
+    if (actions === Action.Rearm) this.schedule(peer);
+    else this.perform(peer, actions);
   }
 
   /** 0 ≤ jitter < REKEY_TIMEOUT_JITTER_MAX ms, from xorshift32: Math.random() allocates per call, and this runs per packet. */

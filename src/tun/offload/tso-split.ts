@@ -8,8 +8,8 @@
  * Reads are staged in a raw area of the same buffer as the slots, so every move is a
  * copyWithin (no view per packet). On a SharedArrayBuffer that copy is ten times slower unless
  * source and target have the same address mod 8, so each packet is placed up to 7 bytes into
- * its slot to match (the slots need that much spare). A super-packet that does not fit the slots left is resumed on
- * the next call. Anything malformed is dropped and counted, never thrown.
+ * its slot to match (the slots need that much spare). A super-packet that does not fit the slots
+ * left is resumed on the next call. Anything malformed is dropped and counted, never thrown.
  */
 import { finish, pseudoHeaderSum, readU16, readU32, setIpv4HeaderChecksum, sum16, wordsOf, writeU16, writeU32 } from './checksum.ts';
 import {
@@ -102,8 +102,8 @@ export class TsoSplitter {
 
   /**
    * Hands out staged packets into slots count, count + 1, … < capacity: packet j at
-   * buffer[offsets[j]] (0–7 bytes past slots[j]), its length in lengths[j]. Returns the new count; reads left over (slots
-   * full) stay pending for the next call.
+   * buffer[offsets[j]] (0–7 bytes past slots[j]), its length in lengths[j]. Returns the new
+   * count; reads left over (slots full) stay pending for the next call.
    */
   split(offsets: Int32Array, lengths: Int32Array, count: number, capacity: number): number {
     const buf = this.#buffer;
@@ -119,10 +119,15 @@ export class TsoSplitter {
         } else {
           this.counters.readDropped++;
         }
-      } else if (gsoType === GSO_NONE && this.#copyPlain(raw, read - VNET_HDR_LENGTH, this.#place(count, raw + VNET_HDR_LENGTH))) {
-        offsets[count] = this.#place(count, raw + VNET_HDR_LENGTH);
-        lengths[count] = read - VNET_HDR_LENGTH;
-        count++;
+      } else if (gsoType === GSO_NONE) {
+        const to = this.#place(count, raw + VNET_HDR_LENGTH);
+        if (this.#copyPlain(raw, read - VNET_HDR_LENGTH, to)) {
+          offsets[count] = to;
+          lengths[count] = read - VNET_HDR_LENGTH;
+          count++;
+        } else {
+          this.counters.readDropped++;
+        }
       } else {
         this.counters.readDropped++;
       }
