@@ -22,12 +22,11 @@
  */
 import os from 'node:os';
 import { resolve } from 'node:path';
-import { configure, IMPLEMENTATIONS, iperf, OVERLAY, wgtsCounters } from './e2e.ts';
+import { IMPLEMENTATIONS, iperf, OVERLAY, wgtsCounters, withTunnel } from './e2e.ts';
 import { describeEnvironment, environment } from './lib/env.ts';
-import { fmt, markdownTable } from './lib/format.ts';
-import { stats } from './lib/measure.ts';
+import { fmt, fmtSummary, markdownTable } from './lib/format.ts';
 import type { Daemon, Implementation, VethPair } from './lib/netns.ts';
-import { Bed, describeSourceState, exec, newKeyPair, sourceState, startDaemon, stopDaemon, waitFor } from './lib/netns.ts';
+import { Bed, describeSourceState, exec, sourceState } from './lib/netns.ts';
 import type { BenchOptions, BenchResult } from './lib/types.ts';
 import { readOptions } from './lib/options.ts';
 
@@ -110,19 +109,7 @@ interface Sample {
 }
 
 async function runOne(bed: Bed, link: VethPair, impl: Implementation, round: number, s: Settings): Promise<Sample> {
-  const daemons: Daemon[] = [];
-  try {
-    daemons.push(await startDaemon(bed, link.a.ns, impl, bed.ifname('al')));
-    daemons.push(await startDaemon(bed, link.b.ns, impl, bed.ifname('al')));
-    const [a, b] = daemons as [Daemon, Daemon];
-    const keys = [newKeyPair(), newKeyPair()] as const;
-    await configure(bed, a, keys[0].privateKey, keys[1].publicKey, `${link.b.address4}:51820`, OVERLAY[0], OVERLAY[1]);
-    await configure(bed, b, keys[1].privateKey, keys[0].publicKey, `${link.a.address4}:51820`, OVERLAY[1], OVERLAY[0]);
-    await waitFor(async () => (await exec(a.ns, 'ping', ['-n', '-c', '1', '-W', '1', OVERLAY[1]], { allowFailure: true })).code === 0, {
-      timeoutMs: 20_000,
-      intervalMs: 50,
-      what: `first ping through ${impl.label}`,
-    });
+  return withTunnel(bed, link, impl, 'al', async (a, b) => {
     // Warm up (JIT, slabs, socket buffers) so the windows see the steady state.
     await iperf(bed, a.ns, b.ns, OVERLAY[1], 2, [], undefined);
     const pair = [a, b] as const;
@@ -142,14 +129,8 @@ async function runOne(bed: Bed, link: VethPair, impl: Implementation, round: num
     process.stderr.write(`    tcp: ${fmt(tcp.mbits)} Mbit/s; A ${fmt(tcp.usage[0].allocatedBytes / 1024)} KiB over ${tcp.usage[0].packets} packets, ${tcp.usage[0].gcMinor} scavenges\n`);
     const udp = await measureWindow(async () => (await iperf(bed, a.ns, b.ns, OVERLAY[1], s.durationS, ['-u', '-b', UDP_RATE, '-l', UDP_LENGTH], pair)).bitsPerSecond / 1e6);
     process.stderr.write(`    udp: ${fmt(udp.mbits)} Mbit/s; A ${fmt(udp.usage[0].allocatedBytes / 1024)} KiB over ${udp.usage[0].packets} packets, ${udp.usage[0].gcMinor} scavenges\n`);
-    for (const d of daemons) if (d.process.hasExited()) throw new Error(`${impl.label} ${d.ifname} exited:\n${d.process.log()}`);
     return { impl: impl.id, round, usage: { idle: idle.usage, tcp: tcp.usage, udp: udp.usage }, mbits: { tcp: tcp.mbits, udp: udp.mbits } };
-  } catch (err) {
-    const logs = daemons.map((d) => `--- ${d.ifname} (${d.ns}) log tail ---\n${d.process.log(2048)}`).join('\n');
-    throw new Error(`${(err as Error).message}\n${logs}`);
-  } finally {
-    for (const d of daemons) await stopDaemon(bed, d);
-  }
+  });
 }
 
 /** Bytes per packet beyond the idle floor (scaled to the window's length). */
@@ -159,13 +140,6 @@ function perPacket(sample: Sample, window: Window, side: number): number | undef
   if (window === 'idle' || u.packets <= 0) return undefined;
   const floor = (idle.allocatedBytes / idle.seconds) * u.seconds;
   return Math.max(0, u.allocatedBytes - floor) / u.packets;
-}
-
-function median(values: readonly (number | undefined)[]): string {
-  const v = values.filter((x): x is number => x !== undefined && Number.isFinite(x));
-  if (v.length === 0) return '–';
-  const st = stats(v);
-  return v.length === 1 ? fmt(st.median) : `${fmt(st.median)} (${fmt(st.min)}–${fmt(st.max)})`;
 }
 
 export async function run(options: BenchOptions): Promise<BenchResult> {
@@ -203,14 +177,14 @@ export async function run(options: BenchOptions): Promise<BenchResult> {
         const u = mine.map((x) => x.usage[window][k]!);
         rows.push([
           impl.label,
-          window === 'idle' ? 'idle' : `${window} (${median(mine.map((x) => x.mbits[window]))} Mbit/s)`,
+          window === 'idle' ? 'idle' : `${window} (${fmtSummary(mine.map((x) => x.mbits[window]))} Mbit/s)`,
           side,
-          median(u.map((x) => x.packets)),
-          median(u.map((x) => x.allocatedBytes / 1024)),
-          median(mine.map((x) => perPacket(x, window, k))),
-          median(u.map((x) => x.gcMinor)),
-          median(u.map((x) => x.gcMajor)),
-          median(u.map((x) => (x.gcPauseMs / (x.seconds * 1000)) * 100)),
+          fmtSummary(u.map((x) => x.packets)),
+          fmtSummary(u.map((x) => x.allocatedBytes / 1024)),
+          fmtSummary(mine.map((x) => perPacket(x, window, k))),
+          fmtSummary(u.map((x) => x.gcMinor)),
+          fmtSummary(u.map((x) => x.gcMajor)),
+          fmtSummary(u.map((x) => (x.gcPauseMs / (x.seconds * 1000)) * 100)),
         ]);
       });
     }

@@ -39,7 +39,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import type { Environment } from './lib/env.ts';
 import { describeEnvironment, environment } from './lib/env.ts';
-import { fmt, markdownTable } from './lib/format.ts';
+import { fmt, fmtSummary, markdownTable } from './lib/format.ts';
 import { stats } from './lib/measure.ts';
 import type { Daemon, Implementation, Memory, VethPair } from './lib/netns.ts';
 import { Bed, describeSourceState, exec, keyFile, newKeyPair, NODE, processMemory, sourceState, startDaemon, stopDaemon, waitFor, WGTS_CLI } from './lib/netns.ts';
@@ -309,12 +309,24 @@ export async function wgtsCounters(d: Daemon): Promise<unknown> {
   }
 }
 
-async function runOne(bed: Bed, link: VethPair, impl: Implementation, round: number, s: Settings): Promise<Sample> {
+/**
+ * Brings a fresh tunnel of impl up between link's namespaces — new daemons named prefix…, new
+ * keys, the first ping makes the handshake — and runs body with its two ends and how long that
+ * took. The daemons are stopped whatever happens; an error carries both daemons' log tails, and
+ * a daemon that exited during body is an error.
+ */
+export async function withTunnel<T>(
+  bed: Bed,
+  link: VethPair,
+  impl: Implementation,
+  prefix: string,
+  body: (a: Daemon, b: Daemon, setupMs: number) => Promise<T>,
+): Promise<T> {
   const t0 = performance.now();
   const daemons: Daemon[] = [];
   try {
-    daemons.push(await startDaemon(bed, link.a.ns, impl, bed.ifname('wb')));
-    daemons.push(await startDaemon(bed, link.b.ns, impl, bed.ifname('wb')));
+    daemons.push(await startDaemon(bed, link.a.ns, impl, bed.ifname(prefix)));
+    daemons.push(await startDaemon(bed, link.b.ns, impl, bed.ifname(prefix)));
     const [a, b] = daemons as [Daemon, Daemon];
     const keys = [newKeyPair(), newKeyPair()] as const;
     await configure(bed, a, keys[0].privateKey, keys[1].publicKey, `${link.b.address4}:${PORT}`, OVERLAY[0], OVERLAY[1]);
@@ -324,7 +336,19 @@ async function runOne(bed: Bed, link: VethPair, impl: Implementation, round: num
       intervalMs: 50,
       what: `first ping through ${impl.label}`,
     });
-    const setupMs = performance.now() - t0;
+    const result = await body(a, b, performance.now() - t0);
+    for (const d of daemons) if (d.process.hasExited()) throw new Error(`${impl.label} ${d.ifname} exited during the run:\n${d.process.log()}`);
+    return result;
+  } catch (err) {
+    const logs = daemons.map((d) => `--- ${d.ifname} (${d.ns}) log tail ---\n${d.process.log(2048)}`).join('\n');
+    throw new Error(`${(err as Error).message}\n${logs}`);
+  } finally {
+    for (const d of daemons) await stopDaemon(bed, d);
+  }
+}
+
+async function runOne(bed: Bed, link: VethPair, impl: Implementation, round: number, s: Settings): Promise<Sample> {
+  return withTunnel(bed, link, impl, 'wb', async (a, b, setupMs) => {
     let daemonInfo: string | undefined;
     if (impl.kind === 'wgts') {
       daemonInfo = wgtsInfo(a);
@@ -367,14 +391,8 @@ async function runOne(bed: Bed, link: VethPair, impl: Implementation, round: num
     done(`avg ${fmt(pingResult.avgMs)} ms, median ${fmt(pingResult.p50Ms)} ms, p99 ${fmt(pingResult.p99Ms)} ms, ${pingResult.received}/${pingResult.sent} answered`);
     const memory = { a: processMemory(a.pid), b: processMemory(b.pid) };
     const counters = impl.kind === 'wgts' ? ([await wgtsCounters(a), await wgtsCounters(b)] as const) : undefined;
-    for (const d of daemons) if (d.process.hasExited()) throw new Error(`${impl.label} ${d.ifname} exited during the traffic:\n${d.process.log()}`);
     return { impl: impl.id, round, setupMs, daemonInfo, pingIdle, tcp1, tcp1Drops, tcp4, udp, udpDrops, ping: pingResult, memory, counters };
-  } catch (err) {
-    const logs = daemons.map((d) => `--- ${d.ifname} (${d.ns}) log tail ---\n${d.process.log(2048)}`).join('\n');
-    throw new Error(`${(err as Error).message}\n${logs}`);
-  } finally {
-    for (const d of daemons) await stopDaemon(bed, d);
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -418,17 +436,6 @@ const METRICS: readonly Metric[] = [
   { title: 'daemon CPU in TCP 1 stream, A + B', unit: '% of a core', get: (s) => (s.tcp1.cpuPercent ? s.tcp1.cpuPercent.a + s.tcp1.cpuPercent.b : undefined), higherIsBetter: false, ratio: true },
   { title: 'daemon CPU in UDP 1 Gbit/s, A + B', unit: '% of a core', get: (s) => (s.udp.cpuPercent ? s.udp.cpuPercent.a + s.udp.cpuPercent.b : undefined), higherIsBetter: false, ratio: true },
 ];
-
-function defined(values: readonly (number | undefined)[]): number[] {
-  return values.filter((v): v is number => v !== undefined && Number.isFinite(v));
-}
-
-function summary(values: readonly (number | undefined)[]): string {
-  const v = defined(values);
-  if (v.length === 0) return '–';
-  const st = stats(v);
-  return v.length === 1 ? fmt(st.median) : `${fmt(st.median)} (${fmt(st.min)}–${fmt(st.max)})`;
-}
 
 /** Median over rounds of impl's figure / wireguard-go's figure in the same round. */
 function medianRatio(samples: readonly Sample[], impl: string, metric: Metric): number | undefined {
@@ -513,7 +520,7 @@ export async function run(options: BenchOptions): Promise<BenchResult> {
   const header = ['Measurement', 'Unit', ref.label, ...others.flatMap((m) => [m.label, '×wg-go'])];
   const right = [false, false, true, ...others.flatMap(() => [true, true])];
   const rows = METRICS.map((metric) => {
-    const col = (impl: string): string => summary(samples.filter((x) => x.impl === impl).map(metric.get));
+    const col = (impl: string): string => fmtSummary(samples.filter((x) => x.impl === impl).map(metric.get));
     return [
       metric.title,
       metric.unit,

@@ -1,4 +1,5 @@
 /** Number formatting and Markdown tables for benchmark reports. */
+import { stats } from './measure.ts';
 
 /** 3 significant digits, no exponent, thousands separators for large values: 2.46, 812, 12,300. */
 export function fmt(value: number): string {
@@ -11,6 +12,14 @@ export function fmt(value: number): string {
 /** "median (min–max)". */
 export function fmtRange(median: number, min: number, max: number): string {
   return `${fmt(median)} (${fmt(min)}–${fmt(max)})`;
+}
+
+/** "median (min–max)" over rounds of the finite values: the median alone for one, "–" for none. */
+export function fmtSummary(values: readonly (number | undefined)[]): string {
+  const v = values.filter((x): x is number => x !== undefined && Number.isFinite(x));
+  if (v.length === 0) return '–';
+  const st = stats(v);
+  return v.length === 1 ? fmt(st.median) : fmtRange(st.median, st.min, st.max);
 }
 
 /** A Markdown table with padded columns (readable as plain text too). */

@@ -2,7 +2,7 @@
  * Two Devices joined by a synchronous in-memory wire that allocates nothing per datagram: a
  * send copies each datagram into the receiver's fixed slab (byte loop, no views) and hands the
  * batch over at once; each TUN only counts what it is given. What remains allocated while
- * packets flow is the data path's own — the allocation tests and benchmarks measure it.
+ * packets flow is the data path's own, which test/unit/data-path-allocation.test.ts measures.
  */
 import type { DatagramHandler, DatagramTransport, PacketTunnel, TransportFactory } from '../../src/device/device.ts';
 import { Device } from '../../src/device/device.ts';

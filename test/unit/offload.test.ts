@@ -9,6 +9,7 @@ import { sum16, fold, wordsOf } from '../../src/tun/offload/checksum.ts';
 import { MAX_SEGMENTS, TcpCoalescer } from '../../src/tun/offload/tcp-coalesce.ts';
 import { RAW_SLOT_SIZE, rawAreaSize, TsoSplitter } from '../../src/tun/offload/tso-split.ts';
 import { GSO_TCPV4, GSO_TCPV6, VNET_F_NEEDS_CSUM, VNET_HDR_LENGTH } from '../../src/tun/offload/virtio-net-hdr.ts';
+import { ipv4, ipv6, udp } from '../helpers/packets.ts';
 
 // ---- an independent reference ---------------------------------------------------------------
 
@@ -76,70 +77,50 @@ interface TcpSpec {
 
 const TIMESTAMPS = [1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9];
 
+/** Fills in an IPv4 header's checksum (test/helpers/packets.ts leaves it 0). */
+function withIpv4Checksum(p: Uint8Array): Uint8Array {
+  const c = ~naiveSum(p.subarray(0, 20)) & 0xffff;
+  p[10] = c >> 8;
+  p[11] = c & 0xff;
+  return p;
+}
+
 /** An IPv4/IPv6 TCP packet with a correct TCP checksum (and IPv4 header checksum). */
 function tcpPacket(spec: TcpSpec): Uint8Array {
   const version = spec.version ?? 4;
   const options = spec.options ?? TIMESTAMPS;
-  const ipLength = version === 4 ? 20 : 40;
   const tcpLength = 20 + options.length;
-  const p = new Uint8Array(ipLength + tcpLength + spec.payload.length);
+  const segment = new Uint8Array(tcpLength + spec.payload.length);
+  const view = new DataView(segment.buffer);
+  view.setUint16(0, spec.sport ?? 40000);
+  view.setUint16(2, spec.dport ?? 5201);
+  view.setUint32(4, (spec.seq ?? 1000) >>> 0);
+  view.setUint32(8, spec.ack ?? 777);
+  segment[12] = (tcpLength / 4) << 4;
+  segment[13] = spec.flags ?? ACK;
+  view.setUint16(14, spec.window ?? 500);
+  segment.set(options, 20);
+  segment.set(spec.payload, tcpLength);
+  let p: Uint8Array;
   if (version === 4) {
-    p[0] = 0x45;
-    p[2] = p.length >> 8;
-    p[3] = p.length & 0xff;
+    p = ipv4(6, SRC4, DST4, segment);
     p[4] = (spec.id ?? 0x1234) >> 8;
     p[5] = (spec.id ?? 0x1234) & 0xff;
     p[6] = 0x40; // DF
     p[8] = spec.ttl ?? 64;
-    p[9] = 6;
-    p.set(SRC4, 12);
-    p.set(DST4, 16);
-    const c = ~naiveSum(p.subarray(0, 20)) & 0xffff;
-    p[10] = c >> 8;
-    p[11] = c & 0xff;
+    withIpv4Checksum(p);
   } else {
-    p[0] = 0x60;
-    p[4] = (p.length - 40) >> 8;
-    p[5] = (p.length - 40) & 0xff;
-    p[6] = 6;
+    p = ipv6(6, SRC6, DST6, segment);
     p[7] = spec.ttl ?? 64;
-    p.set(SRC6, 8);
-    p.set(DST6, 24);
   }
-  const t = ipLength;
-  const view = new DataView(p.buffer);
-  view.setUint16(t, spec.sport ?? 40000);
-  view.setUint16(t + 2, spec.dport ?? 5201);
-  view.setUint32(t + 4, (spec.seq ?? 1000) >>> 0);
-  view.setUint32(t + 8, spec.ack ?? 777);
-  p[t + 12] = (tcpLength / 4) << 4;
-  p[t + 13] = spec.flags ?? ACK;
-  view.setUint16(t + 14, spec.window ?? 500);
-  p.set(options, t + 20);
-  p.set(spec.payload, t + tcpLength);
+  const t = version === 4 ? 20 : 40;
   const c = ~naiveSum(p.subarray(t), pseudo(p, 6, p.length - t)) & 0xffff;
-  view.setUint16(t + 16, c === 0 ? 0xffff : c);
+  new DataView(p.buffer).setUint16(t + 16, c === 0 ? 0xffff : c);
   return p;
 }
 
 function udpPacket(payload: Uint8Array): Uint8Array {
-  const p = new Uint8Array(28 + payload.length);
-  p[0] = 0x45;
-  p[2] = p.length >> 8;
-  p[3] = p.length & 0xff;
-  p[8] = 64;
-  p[9] = 17;
-  p.set(SRC4, 12);
-  p.set(DST4, 16);
-  const c = ~naiveSum(p.subarray(0, 20)) & 0xffff;
-  p[10] = c >> 8;
-  p[11] = c & 0xff;
-  const view = new DataView(p.buffer);
-  view.setUint16(20, 5353);
-  view.setUint16(22, 53);
-  view.setUint16(24, 8 + payload.length);
-  p.set(payload, 28);
-  return p;
+  return withIpv4Checksum(ipv4(17, SRC4, DST4, udp(5353, 53, payload)));
 }
 
 function vnetHeader(fields: { flags?: number; gsoType?: number; hdrLen?: number; gsoSize?: number; csumStart?: number; csumOffset?: number }): Uint8Array {
