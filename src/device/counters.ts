@@ -42,6 +42,8 @@ export class DeviceCounters {
   cookieRepliesReceived = 0;
   keepalivesSent = 0;
   keepalivesReceived = 0;
+  /** Initiations dropped because ours to the same peer crossed them and stands (see keepsOwnInitiation). */
+  initiationsCrossed = 0;
   /** Handshake rejections by protocol error (replay-timestamp, decrypt, unknown-peer, …). */
   readonly handshakeErrors = new Map<string, number>();
 
@@ -64,6 +66,7 @@ export class DeviceCounters {
     out.cookie_replies_received = this.cookieRepliesReceived;
     out.keepalives_sent = this.keepalivesSent;
     out.keepalives_received = this.keepalivesReceived;
+    out.initiations_crossed = this.initiationsCrossed;
     for (const [error, n] of this.handshakeErrors) out[`handshake_error_${error.replaceAll('-', '_')}`] = n;
     return out;
   }

@@ -209,9 +209,30 @@ export interface ConsumedInitiation<P extends InitiationTarget> {
 }
 
 /**
+ * Crossed initiations: both sides initiate at once (a mesh greeting every new peer, traffic
+ * starting both ways). Left to the whitepaper's rules each side consumes the other's initiation,
+ * overwriting its own, so both end up holding only an unconfirmed responder keypair, neither may
+ * send on it, and nothing flows until a retransmission REKEY_TIMEOUT (5 s) later. The tie is
+ * broken by the static public keys: while our initiation is in flight, the side whose key is
+ * greater keeps it and drops the peer's; the lesser side consumes ours and answers, which a
+ * standard peer (wireguard-go, the kernel) always does — so it works with either kind of peer.
+ * The caller adds what the state here cannot know: that ours is fresh and went where theirs came from.
+ */
+export function keepsOwnInitiation(hs: HandshakeState, identity: StaticIdentity, keys: PeerKeys): boolean {
+  if (hs.phase !== 'initiation-created') return false;
+  const ours = identity.publicKey;
+  const theirs = keys.remoteStatic;
+  for (let i = 0; i < KEY; i++) {
+    if (ours[i] !== theirs[i]) return ours[i]! > theirs[i]!;
+  }
+  return false;
+}
+
+/**
  * Authenticates an initiation addressed to identity (MAC1 is checked beforehand by cookie.ts),
- * finds the initiator with lookupPeer, and rejects replayed timestamps and floods. On success
- * the peer's handshake is in 'initiation-consumed', ready for createResponse.
+ * finds the initiator with lookupPeer, and rejects replayed timestamps and floods, and — when
+ * keepOwn says so for the authenticated peer — an initiation crossing ours ('crossed'). On
+ * success the peer's handshake is in 'initiation-consumed', ready for createResponse.
  */
 export function consumeInitiation<P extends InitiationTarget>(
   backend: CryptoBackend,
@@ -219,6 +240,7 @@ export function consumeInitiation<P extends InitiationTarget>(
   msg: InitiationView,
   lookupPeer: (remoteStatic: Uint8Array) => P | undefined,
   now: number,
+  keepOwn?: (peer: P) => boolean,
 ): Result<ConsumedInitiation<P>> {
   const h = Uint8Array.from(identity.initialHash);
   const ck = Uint8Array.from(INITIAL_CHAINING_KEY);
@@ -244,6 +266,7 @@ export function consumeInitiation<P extends InitiationTarget>(
     const hs = peer.handshake;
     if (compareTai64n(timestamp, hs.latestTimestamp) <= 0) return fail('replay-timestamp');
     if (now - hs.lastInitiationConsumedAt <= HANDSHAKE_INITIATION_RATE) return fail('flood');
+    if (keepOwn?.(peer)) return fail('crossed');
 
     hs.phase = 'initiation-consumed';
     hs.hash.set(h);

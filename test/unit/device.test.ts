@@ -140,6 +140,47 @@ describe('Device over an in-memory underlay', () => {
   });
 });
 
+describe('Device: initiations that cross', () => {
+  /** Two devices that both know each other's endpoint; `hi` has the greater public key. `hiSeesLo` is where hi sends to lo. */
+  async function crossingPair(hiSeesLo?: { host: string; port: number }) {
+    const net = new MemoryNet();
+    const x = makeDevice(net, '198.18.0.1', 51820);
+    const y = makeDevice(net, '198.18.0.2', 51820);
+    await x.device.apply({ privateKey: key() });
+    await y.device.apply({ privateKey: key() });
+    const xFirst = Buffer.compare(Buffer.from(x.device.identity!.publicKey), Buffer.from(y.device.identity!.publicKey)) > 0;
+    const [hi, lo] = xFirst ? [{ ...x, ip: '100.64.0.1', host: '198.18.0.1' }, { ...y, ip: '100.64.0.2', host: '198.18.0.2' }] : [{ ...y, ip: '100.64.0.2', host: '198.18.0.2' }, { ...x, ip: '100.64.0.1', host: '198.18.0.1' }];
+    await hi.device.apply({ peers: [{ publicKey: lo.device.identity!.publicKey, endpoint: hiSeesLo ?? { host: lo.host, port: 51820 }, addAllowedIps: [parseCidr(`${lo.ip}/32`)] }] });
+    await lo.device.apply({ peers: [{ publicKey: hi.device.identity!.publicKey, endpoint: { host: hi.host, port: 51820 }, addAllowedIps: [parseCidr(`${hi.ip}/32`)] }] });
+    // Both have a packet for the other in the same tick: both initiate before either initiation arrives.
+    send(hi.device, [ipv4Packet(hi.ip, lo.ip, 10)]);
+    send(lo.device, [ipv4Packet(lo.ip, hi.ip, 20)]);
+    // Deadline below REKEY_TIMEOUT: delivery must not wait for a retransmission.
+    await waitFor(() => hi.tun.packets.length === 1 && lo.tun.packets.length === 1, 4000, 'both packets delivered');
+    return { hi, lo };
+  }
+
+  it('the greater key keeps its initiation, the lesser answers it: one response, no retry', async () => {
+    const { hi, lo } = await crossingPair();
+    expect(hi.device.counters.initiationsCrossed).toBe(1);
+    expect(lo.device.counters.initiationsCrossed).toBe(0);
+    expect(hi.device.counters.initiationsSent + lo.device.counters.initiationsSent).toBe(2);
+    expect(hi.device.counters.responsesSent).toBe(0);
+    expect(lo.device.counters.responsesSent).toBe(1);
+    expect(hi.device.counters.dropped('handshake')).toBe(0);
+    expect(lo.device.counters.dropped('handshake')).toBe(0);
+  });
+
+  it('an initiation from another address than ours went to is answered as usual (our endpoint may be stale)', async () => {
+    const { hi, lo } = await crossingPair({ host: '198.18.0.9', port: 51820 });
+    expect(hi.device.counters.initiationsCrossed).toBe(0);
+    expect(hi.device.counters.responsesSent).toBe(1);
+    // hi learned lo's real address from the answered initiation.
+    expect([...hi.device.peers.values()][0]!.hasEndpoint).toBe(true);
+    expect(lo.device.counters.responsesSent).toBe(0);
+  });
+});
+
 describe('Device under load', () => {
   it('answers a flood with cookie replies, does no X25519 work for bad MAC1, and a legitimate peer still connects', async () => {
     const { net, a, b } = await pair();

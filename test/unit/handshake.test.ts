@@ -14,8 +14,10 @@ import {
   deriveKeypair,
   INITIAL_CHAINING_KEY,
   INITIAL_HASH,
+  keepsOwnInitiation,
 } from '../../src/noise/handshake.ts';
 import { decodeInitiation, decodeResponse, INITIATION_LENGTH, RESPONSE_LENGTH } from '../../src/noise/messages.ts';
+import type { Side } from '../helpers/handshake.ts';
 import { handshake, initiation, makePair, randomKey } from '../helpers/handshake.ts';
 
 const snapshot = (hs: ReturnType<typeof createHandshakeState>) => JSON.stringify({
@@ -135,5 +137,37 @@ describe.each(['sodium', 'noble'] as const)('handshake (%s)', (name) => {
     const keys = deriveKeypair(a.peer.handshake);
     expect(keys.ok && keys.value.remoteIndex === 88 && keys.value.localIndex === 77).toBe(true);
     expect(a.peer.handshake.hash.every((x) => x === 0)).toBe(true);
+  });
+  it('crossed initiations: the greater static key keeps its own, the lesser answers it, one response completes both', () => {
+    const pair = makePair(b);
+    const greaterFirst = Buffer.compare(Buffer.from(pair.a.identity.publicKey), Buffer.from(pair.b.identity.publicKey)) > 0;
+    const [hi, lo]: [Side, Side] = greaterFirst ? [pair.a, pair.b] : [pair.b, pair.a];
+    // Neither side keeps anything before it has an initiation in flight.
+    expect(keepsOwnInitiation(hi.peer.handshake, hi.identity, hi.peer.keys)).toBe(false);
+    const fromHi = decodeInitiation(initiation(b, hi, Date.now(), 11));
+    const fromLo = decodeInitiation(initiation(b, lo, Date.now(), 22));
+    if (!fromHi.ok || !fromLo.ok) throw new Error('decode');
+    expect(keepsOwnInitiation(hi.peer.handshake, hi.identity, hi.peer.keys)).toBe(true);
+    expect(keepsOwnInitiation(lo.peer.handshake, lo.identity, lo.peer.keys)).toBe(false);
+    const keep = (side: Side) => (peer: Side['peer']) => keepsOwnInitiation(peer.handshake, side.identity, peer.keys);
+    // The greater side refuses the lesser's initiation, every byte of its own state kept.
+    const before = snapshot(hi.peer.handshake);
+    expect(consumeInitiation(b, hi.identity, fromLo.value, () => hi.peer, 0, keep(hi))).toEqual({ ok: false, error: 'crossed' });
+    expect(snapshot(hi.peer.handshake)).toBe(before);
+    // The lesser side consumes the greater's (overwriting its own) and answers; that answer completes hi's.
+    const consumed = consumeInitiation(b, lo.identity, fromHi.value, () => lo.peer, 0, keep(lo));
+    expect(consumed.ok).toBe(true);
+    const resp = new Uint8Array(RESPONSE_LENGTH);
+    expect(createResponse(b, lo.peer.keys, lo.peer.handshake, { ephemeralPrivate: randomKey(b), senderIndex: 33 }, resp).ok).toBe(true);
+    const dr = decodeResponse(resp);
+    if (!dr.ok) throw new Error('decode');
+    expect(consumeResponse(b, hi.identity, dr.value, () => hi.peer).ok).toBe(true);
+    const kHi = deriveKeypair(hi.peer.handshake);
+    const kLo = deriveKeypair(lo.peer.handshake);
+    if (!kHi.ok || !kLo.ok) throw new Error('derive');
+    expect(toHex(kHi.value.sendKey)).toBe(toHex(kLo.value.receiveKey));
+    expect(kHi.value.isInitiator).toBe(true);
+    // Once answered, hi has nothing in flight: a later initiation from lo is consumed as usual.
+    expect(keepsOwnInitiation(hi.peer.handshake, hi.identity, hi.peer.keys)).toBe(false);
   });
 });

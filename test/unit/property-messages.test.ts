@@ -78,6 +78,7 @@ const PROTOCOL_ERRORS = {
   'low-order': true,
   'replay-timestamp': true,
   flood: true,
+  crossed: true,
   replay: true,
   expired: true,
 } satisfies Record<ProtocolError, true>;
