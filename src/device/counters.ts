@@ -42,7 +42,7 @@ export class DeviceCounters {
   cookieRepliesReceived = 0;
   keepalivesSent = 0;
   keepalivesReceived = 0;
-  /** Initiations dropped because ours to the same peer crossed them and stands (see keepsOwnInitiation). */
+  /** Initiations answered while ours to the same peer was in flight; ours was kept waiting too (consumeInitiation). */
   initiationsCrossed = 0;
   /** Handshake rejections by protocol error (replay-timestamp, decrypt, unknown-peer, …). */
   readonly handshakeErrors = new Map<string, number>();

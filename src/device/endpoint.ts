@@ -12,7 +12,6 @@ import {
   readEndpoint,
   readPort,
   REMOTE_IP_OFFSET,
-  sameRemote as sameRemoteSlot,
   writeEndpoint,
 } from '../tun/address.ts';
 
@@ -35,11 +34,6 @@ export function readEndpointRecord(record: Uint8Array, offset: number): Endpoint
 export function sameRecord(a: Uint8Array, aOffset: number, b: Uint8Array, bOffset: number): boolean {
   for (let i = 0; i < ENDPOINT_SIZE; i++) if (a[aOffset + i] !== b[bOffset + i]) return false;
   return true;
-}
-
-/** Same remote address, port and family, whatever the local source. */
-export function sameRemote(a: Uint8Array, aOffset: number, b: Uint8Array, bOffset: number): boolean {
-  return sameRemoteSlot(a, slot(aOffset), b, slot(bOffset));
 }
 
 export function copyRecord(dst: Uint8Array, dstOffset: number, src: Uint8Array, srcOffset: number): void {

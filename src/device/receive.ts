@@ -7,14 +7,13 @@
  */
 import {
   REJECT_AFTER_MESSAGES,
-  REKEY_TIMEOUT,
   HANDSHAKE_QUEUE_CAPACITY,
   UNDER_LOAD_AFTER_TIME,
   UNDER_LOAD_QUEUE_LENGTH,
 } from '../noise/constants.ts';
 import { encodeSource } from '../noise/cookie.ts';
 import type { InitiationTarget } from '../noise/handshake.ts';
-import { consumeInitiation, consumeResponse, createResponse, deriveKeypair, keepsOwnInitiation } from '../noise/handshake.ts';
+import { consumeInitiation, consumeResponse, createHandshakeState, createResponse, deriveKeypair, restoreInitiation } from '../noise/handshake.ts';
 import { Keypair } from '../noise/keypair.ts';
 import type { CryptoBatch } from './crypto-batch.ts';
 import { OP_OPEN } from './crypto-batch.ts';
@@ -34,7 +33,7 @@ import {
   TRANSPORT_MIN_LENGTH,
 } from '../noise/messages.ts';
 import type { Device } from './device.ts';
-import { copyRecord, ENDPOINT_SIZE, remoteIp, remotePort, sameRecord, sameRemote } from './endpoint.ts';
+import { copyRecord, ENDPOINT_SIZE, remoteIp, remotePort, sameRecord } from './endpoint.ts';
 import type { Peer } from './peer.ts';
 import { sendControl, sendKeepalive, sendStaged } from './send.ts';
 
@@ -52,6 +51,8 @@ class ReceiveScratch {
   readonly cookieReply = new Uint8Array(COOKIE_REPLY_LENGTH);
   readonly ephemeral = new Uint8Array(32);
   readonly source = new Uint8Array(18);
+  /** Our initiation, while a crossing one from the same peer is answered (consumeInitiation). */
+  readonly aside = createHandshakeState();
   scheduled = false;
 }
 
@@ -343,37 +344,27 @@ function learnEndpoint(peer: Peer, addr: Uint8Array): void {
   peer.hasEndpoint = true;
 }
 
-/**
- * Our initiation to peer crossed theirs and should stand (keepsOwnInitiation): it is still in
- * flight (sent less than REKEY_TIMEOUT ago) and went to the address theirs came from, so it has
- * the same chance to arrive. From elsewhere (they roamed, our endpoint is stale) ours may never
- * arrive: theirs is answered as usual.
- */
-function ownInitiationStands(device: Device, peer: Peer, from: Uint8Array, now: number): boolean {
-  return (
-    now - peer.timers.lastInitiationSentAt < REKEY_TIMEOUT &&
-    peer.hasEndpoint &&
-    sameRemote(peer.endpoint, 0, from, 0) &&
-    keepsOwnInitiation(peer.handshake, device.identity!, peer.keys!)
-  );
-}
-
 function handleInitiation(device: Device, s: ReceiveScratch, msg: QueuedHandshake, now: number): void {
   const decoded = decodeInitiation(msg.bytes);
   if (!decoded.ok) return device.counters.handshakeError(decoded.error);
-  const consumed = consumeInitiation(device.backend, device.identity!, decoded.value, (key) => target(device.peerByKey(key)), now, (t) =>
-    ownInitiationStands(device, t.peer, msg.addr, now),
-  );
-  if (!consumed.ok) {
-    if (consumed.error === 'crossed') device.counters.initiationsCrossed++;
-    else device.counters.handshakeError(consumed.error);
-    return;
-  }
+  const consumed = consumeInitiation(device.backend, device.identity!, decoded.value, (key) => target(device.peerByKey(key)), now, s.aside);
+  if (!consumed.ok) return device.counters.handshakeError(consumed.error);
   const peer = consumed.value.peer.peer;
+  if (consumed.value.crossed) device.counters.initiationsCrossed++;
+  try {
+    answerInitiation(device, s, peer, msg, now, consumed.value.crossed);
+  } finally {
+    // Ours goes on waiting for its answer: whichever answer comes first makes a session.
+    if (consumed.value.crossed) restoreInitiation(peer.handshake, s.aside);
+  }
+}
+
+function answerInitiation(device: Device, s: ReceiveScratch, peer: Peer, msg: QueuedHandshake, now: number, crossed: boolean): void {
   peer.rxBytes += msg.bytes.length;
   learnEndpoint(peer, msg.addr);
   const hs = peer.handshake;
-  if (hs.localIndex !== 0 && device.indices.get(hs.localIndex)?.keypair === undefined) device.indices.release(hs.localIndex);
+  // The index of an initiation of ours that was never answered goes — unless it was set aside.
+  if (!crossed && hs.localIndex !== 0 && device.indices.get(hs.localIndex)?.keypair === undefined) device.indices.release(hs.localIndex);
   const entry = { peer, keypair: undefined as Keypair | undefined };
   const index = device.indices.allocate(entry);
   device.backend.randomBytes(s.ephemeral);

@@ -13,7 +13,6 @@ export type ProtocolError =
   | 'low-order' // a Diffie-Hellman result was all zero
   | 'replay-timestamp' // initiation timestamp not newer than the last accepted one
   | 'flood' // initiations from one peer closer than HANDSHAKE_INITIATION_RATE
-  | 'crossed' // initiation crossed our own to the same peer, and ours stands (keepsOwnInitiation)
   | 'replay' // transport counter already seen or too old
   | 'expired'; // keypair past REJECT_AFTER_TIME / REJECT_AFTER_MESSAGES
 

@@ -126,6 +126,26 @@ export function createHandshakeState(): HandshakeState {
   };
 }
 
+/** Copies the in-progress handshake (not the replay-protection fields) from one state to another. */
+function copyInProgress(from: HandshakeState, to: HandshakeState): void {
+  to.phase = from.phase;
+  to.hash.set(from.hash);
+  to.chainingKey.set(from.chainingKey);
+  to.localEphemeral.set(from.localEphemeral);
+  to.remoteEphemeral.set(from.remoteEphemeral);
+  to.localIndex = from.localIndex;
+  to.remoteIndex = from.remoteIndex;
+}
+
+/**
+ * Puts back the initiation consumeInitiation set aside (after the crossing initiation was
+ * answered) and wipes `aside`: hs waits for the answer to ours again, replay protection untouched.
+ */
+export function restoreInitiation(hs: HandshakeState, aside: HandshakeState): void {
+  copyInProgress(aside, hs);
+  clearHandshake(aside);
+}
+
 /** Forgets the in-progress handshake (not the replay-protection fields). */
 export function clearHandshake(hs: HandshakeState): void {
   hs.phase = 'none';
@@ -206,33 +226,22 @@ export interface InitiationTarget {
 export interface ConsumedInitiation<P extends InitiationTarget> {
   readonly peer: P;
   readonly timestamp: Uint8Array;
-}
-
-/**
- * Crossed initiations: both sides initiate at once (a mesh greeting every new peer, traffic
- * starting both ways). Left to the whitepaper's rules each side consumes the other's initiation,
- * overwriting its own, so both end up holding only an unconfirmed responder keypair, neither may
- * send on it, and nothing flows until a retransmission REKEY_TIMEOUT (5 s) later. The tie is
- * broken by the static public keys: while our initiation is in flight, the side whose key is
- * greater keeps it and drops the peer's; the lesser side consumes ours and answers, which a
- * standard peer (wireguard-go, the kernel) always does — so it works with either kind of peer.
- * The caller adds what the state here cannot know: that ours is fresh and went where theirs came from.
- */
-export function keepsOwnInitiation(hs: HandshakeState, identity: StaticIdentity, keys: PeerKeys): boolean {
-  if (hs.phase !== 'initiation-created') return false;
-  const ours = identity.publicKey;
-  const theirs = keys.remoteStatic;
-  for (let i = 0; i < KEY; i++) {
-    if (ours[i] !== theirs[i]) return ours[i]! > theirs[i]!;
-  }
-  return false;
+  /** Our own initiation to this peer was in flight; it was copied to `aside` (see consumeInitiation). */
+  readonly crossed: boolean;
 }
 
 /**
  * Authenticates an initiation addressed to identity (MAC1 is checked beforehand by cookie.ts),
- * finds the initiator with lookupPeer, and rejects replayed timestamps and floods, and — when
- * keepOwn says so for the authenticated peer — an initiation crossing ours ('crossed'). On
- * success the peer's handshake is in 'initiation-consumed', ready for createResponse.
+ * finds the initiator with lookupPeer, and rejects replayed timestamps and floods. On success
+ * the peer's handshake is in 'initiation-consumed', ready for createResponse.
+ *
+ * Crossed initiations (both sides initiate at once, or ours was lost while theirs arrives): the
+ * whitepaper's single handshake state makes each side overwrite its own initiation with the
+ * other's, so both hold only an unconfirmed responder keypair, reject the answer to their own,
+ * and nothing flows until a retransmission REKEY_TIMEOUT (5 s) later. Given `aside`, an
+ * initiation of ours still waiting for its answer is copied there first (crossed: true); the
+ * caller answers theirs, then puts ours back with restoreInitiation, so whichever answer arrives
+ * completes a session — with any peer, since the peer's side of the exchange is unchanged.
  */
 export function consumeInitiation<P extends InitiationTarget>(
   backend: CryptoBackend,
@@ -240,7 +249,7 @@ export function consumeInitiation<P extends InitiationTarget>(
   msg: InitiationView,
   lookupPeer: (remoteStatic: Uint8Array) => P | undefined,
   now: number,
-  keepOwn?: (peer: P) => boolean,
+  aside?: HandshakeState,
 ): Result<ConsumedInitiation<P>> {
   const h = Uint8Array.from(identity.initialHash);
   const ck = Uint8Array.from(INITIAL_CHAINING_KEY);
@@ -266,8 +275,9 @@ export function consumeInitiation<P extends InitiationTarget>(
     const hs = peer.handshake;
     if (compareTai64n(timestamp, hs.latestTimestamp) <= 0) return fail('replay-timestamp');
     if (now - hs.lastInitiationConsumedAt <= HANDSHAKE_INITIATION_RATE) return fail('flood');
-    if (keepOwn?.(peer)) return fail('crossed');
 
+    const crossed = aside !== undefined && hs.phase === 'initiation-created';
+    if (crossed) copyInProgress(hs, aside);
     hs.phase = 'initiation-consumed';
     hs.hash.set(h);
     hs.chainingKey.set(ck);
@@ -275,7 +285,7 @@ export function consumeInitiation<P extends InitiationTarget>(
     hs.remoteIndex = msg.sender;
     hs.latestTimestamp.set(timestamp);
     hs.lastInitiationConsumedAt = now;
-    return ok({ peer, timestamp });
+    return ok({ peer, timestamp, crossed });
   } finally {
     key.fill(0);
     dh.fill(0);

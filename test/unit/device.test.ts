@@ -141,43 +141,52 @@ describe('Device over an in-memory underlay', () => {
 });
 
 describe('Device: initiations that cross', () => {
-  /** Two devices that both know each other's endpoint; `hi` has the greater public key. `hiSeesLo` is where hi sends to lo. */
-  async function crossingPair(hiSeesLo?: { host: string; port: number }) {
+  /** Two devices with a packet for each other in the same tick: both initiate before either initiation arrives. */
+  async function crossing(aSeesB = { host: '198.18.0.2', port: 51820 }) {
     const net = new MemoryNet();
-    const x = makeDevice(net, '198.18.0.1', 51820);
-    const y = makeDevice(net, '198.18.0.2', 51820);
-    await x.device.apply({ privateKey: key() });
-    await y.device.apply({ privateKey: key() });
-    const xFirst = Buffer.compare(Buffer.from(x.device.identity!.publicKey), Buffer.from(y.device.identity!.publicKey)) > 0;
-    const [hi, lo] = xFirst ? [{ ...x, ip: '100.64.0.1', host: '198.18.0.1' }, { ...y, ip: '100.64.0.2', host: '198.18.0.2' }] : [{ ...y, ip: '100.64.0.2', host: '198.18.0.2' }, { ...x, ip: '100.64.0.1', host: '198.18.0.1' }];
-    await hi.device.apply({ peers: [{ publicKey: lo.device.identity!.publicKey, endpoint: hiSeesLo ?? { host: lo.host, port: 51820 }, addAllowedIps: [parseCidr(`${lo.ip}/32`)] }] });
-    await lo.device.apply({ peers: [{ publicKey: hi.device.identity!.publicKey, endpoint: { host: hi.host, port: 51820 }, addAllowedIps: [parseCidr(`${hi.ip}/32`)] }] });
-    // Both have a packet for the other in the same tick: both initiate before either initiation arrives.
-    send(hi.device, [ipv4Packet(hi.ip, lo.ip, 10)]);
-    send(lo.device, [ipv4Packet(lo.ip, hi.ip, 20)]);
+    const a = makeDevice(net, '198.18.0.1', 51820);
+    const b = makeDevice(net, '198.18.0.2', 51820);
+    await a.device.apply({ privateKey: key() });
+    await b.device.apply({ privateKey: key() });
+    await a.device.apply({ peers: [{ publicKey: b.device.identity!.publicKey, endpoint: aSeesB, addAllowedIps: [parseCidr('100.64.0.2/32')] }] });
+    await b.device.apply({ peers: [{ publicKey: a.device.identity!.publicKey, endpoint: { host: '198.18.0.1', port: 51820 }, addAllowedIps: [parseCidr('100.64.0.1/32')] }] });
+    send(a.device, [ipv4Packet('100.64.0.1', '100.64.0.2', 10)]);
+    send(b.device, [ipv4Packet('100.64.0.2', '100.64.0.1', 20)]);
     // Deadline below REKEY_TIMEOUT: delivery must not wait for a retransmission.
-    await waitFor(() => hi.tun.packets.length === 1 && lo.tun.packets.length === 1, 4000, 'both packets delivered');
-    return { hi, lo };
+    await waitFor(() => a.tun.packets.length === 1 && b.tun.packets.length === 1, 4000, 'both packets delivered');
+    return { a, b };
   }
 
-  it('the greater key keeps its initiation, the lesser answers it: one response, no retry', async () => {
-    const { hi, lo } = await crossingPair();
-    expect(hi.device.counters.initiationsCrossed).toBe(1);
-    expect(lo.device.counters.initiationsCrossed).toBe(0);
-    expect(hi.device.counters.initiationsSent + lo.device.counters.initiationsSent).toBe(2);
-    expect(hi.device.counters.responsesSent).toBe(0);
-    expect(lo.device.counters.responsesSent).toBe(1);
-    expect(hi.device.counters.dropped('handshake')).toBe(0);
-    expect(lo.device.counters.dropped('handshake')).toBe(0);
+  it('each answers the other and keeps its own waiting: both answers complete, no retry', async () => {
+    const { a, b } = await crossing();
+    for (const d of [a.device, b.device]) {
+      expect(d.counters.initiationsSent).toBe(1);
+      expect(d.counters.initiationsCrossed).toBe(1);
+      expect(d.counters.responsesSent).toBe(1);
+      expect(d.counters.dropped('handshake')).toBe(0);
+      // Two sessions, one per initiation: current is ours (we initiated it), previous the one we answered.
+      const peer = [...d.peers.values()][0]!;
+      expect(peer.keypairs.current?.isInitiator).toBe(true);
+      expect(peer.keypairs.previous?.isInitiator).toBe(false);
+      // The initiation set aside was answered: nothing left pending, and its index now names a session.
+      expect(peer.handshake.phase).toBe('none');
+    }
+    expect(a.device.indices.size).toBe(2);
+    expect(b.device.indices.size).toBe(2);
   });
 
-  it('an initiation from another address than ours went to is answered as usual (our endpoint may be stale)', async () => {
-    const { hi, lo } = await crossingPair({ host: '198.18.0.9', port: 51820 });
-    expect(hi.device.counters.initiationsCrossed).toBe(0);
-    expect(hi.device.counters.responsesSent).toBe(1);
-    // hi learned lo's real address from the answered initiation.
-    expect([...hi.device.peers.values()][0]!.hasEndpoint).toBe(true);
-    expect(lo.device.counters.responsesSent).toBe(0);
+  it('our initiation lost (stale endpoint), theirs arrives: answered at once, ours left to its retry', async () => {
+    const { a, b } = await crossing({ host: '198.18.0.9', port: 51820 });
+    expect(a.device.counters.initiationsCrossed).toBe(1);
+    expect(a.device.counters.responsesSent).toBe(1);
+    expect(b.device.counters.responsesSent).toBe(0);
+    // a learned b's real address from the initiation it answered.
+    const peerAtA = [...a.device.peers.values()][0]!;
+    expect(peerAtA.hasEndpoint).toBe(true);
+    expect(peerAtA.keypairs.current?.isInitiator).toBe(false);
+    // a's own initiation still waits (its index kept), to be replaced or answered later.
+    expect(peerAtA.handshake.phase).toBe('initiation-created');
+    expect(a.device.indices.get(peerAtA.handshake.localIndex)?.peer).toBe(peerAtA);
   });
 });
 

@@ -14,7 +14,7 @@ import {
   deriveKeypair,
   INITIAL_CHAINING_KEY,
   INITIAL_HASH,
-  keepsOwnInitiation,
+  restoreInitiation,
 } from '../../src/noise/handshake.ts';
 import { decodeInitiation, decodeResponse, INITIATION_LENGTH, RESPONSE_LENGTH } from '../../src/noise/messages.ts';
 import type { Side } from '../helpers/handshake.ts';
@@ -138,36 +138,46 @@ describe.each(['sodium', 'noble'] as const)('handshake (%s)', (name) => {
     expect(keys.ok && keys.value.remoteIndex === 88 && keys.value.localIndex === 77).toBe(true);
     expect(a.peer.handshake.hash.every((x) => x === 0)).toBe(true);
   });
-  it('crossed initiations: the greater static key keeps its own, the lesser answers it, one response completes both', () => {
-    const pair = makePair(b);
-    const greaterFirst = Buffer.compare(Buffer.from(pair.a.identity.publicKey), Buffer.from(pair.b.identity.publicKey)) > 0;
-    const [hi, lo]: [Side, Side] = greaterFirst ? [pair.a, pair.b] : [pair.b, pair.a];
-    // Neither side keeps anything before it has an initiation in flight.
-    expect(keepsOwnInitiation(hi.peer.handshake, hi.identity, hi.peer.keys)).toBe(false);
-    const fromHi = decodeInitiation(initiation(b, hi, Date.now(), 11));
-    const fromLo = decodeInitiation(initiation(b, lo, Date.now(), 22));
-    if (!fromHi.ok || !fromLo.ok) throw new Error('decode');
-    expect(keepsOwnInitiation(hi.peer.handshake, hi.identity, hi.peer.keys)).toBe(true);
-    expect(keepsOwnInitiation(lo.peer.handshake, lo.identity, lo.peer.keys)).toBe(false);
-    const keep = (side: Side) => (peer: Side['peer']) => keepsOwnInitiation(peer.handshake, side.identity, peer.keys);
-    // The greater side refuses the lesser's initiation, every byte of its own state kept.
-    const before = snapshot(hi.peer.handshake);
-    expect(consumeInitiation(b, hi.identity, fromLo.value, () => hi.peer, 0, keep(hi))).toEqual({ ok: false, error: 'crossed' });
-    expect(snapshot(hi.peer.handshake)).toBe(before);
-    // The lesser side consumes the greater's (overwriting its own) and answers; that answer completes hi's.
-    const consumed = consumeInitiation(b, lo.identity, fromHi.value, () => lo.peer, 0, keep(lo));
-    expect(consumed.ok).toBe(true);
-    const resp = new Uint8Array(RESPONSE_LENGTH);
-    expect(createResponse(b, lo.peer.keys, lo.peer.handshake, { ephemeralPrivate: randomKey(b), senderIndex: 33 }, resp).ok).toBe(true);
-    const dr = decodeResponse(resp);
-    if (!dr.ok) throw new Error('decode');
-    expect(consumeResponse(b, hi.identity, dr.value, () => hi.peer).ok).toBe(true);
-    const kHi = deriveKeypair(hi.peer.handshake);
-    const kLo = deriveKeypair(lo.peer.handshake);
-    if (!kHi.ok || !kLo.ok) throw new Error('derive');
-    expect(toHex(kHi.value.sendKey)).toBe(toHex(kLo.value.receiveKey));
-    expect(kHi.value.isInitiator).toBe(true);
-    // Once answered, hi has nothing in flight: a later initiation from lo is consumed as usual.
-    expect(keepsOwnInitiation(hi.peer.handshake, hi.identity, hi.peer.keys)).toBe(false);
+  it('crossed initiations: without `aside` each overwrites its own (the whitepaper), with it the answer to ours still completes', () => {
+    const { a, b: bb } = makePair(b);
+    const decode = (bytes: Uint8Array) => {
+      const d = decodeInitiation(bytes);
+      if (!d.ok) throw new Error(d.error);
+      return d.value;
+    };
+    const fromA = decode(initiation(b, a, Date.now(), 11));
+    const fromB = decode(initiation(b, bb, Date.now(), 22));
+    const answer = (side: Side, index: number) => {
+      const resp = new Uint8Array(RESPONSE_LENGTH);
+      expect(createResponse(b, side.peer.keys, side.peer.handshake, { ephemeralPrivate: randomKey(b), senderIndex: index }, resp).ok).toBe(true);
+      const keys = deriveKeypair(side.peer.handshake);
+      const d = decodeResponse(resp);
+      if (!keys.ok || !d.ok) throw new Error('answer');
+      return { keys: keys.value, response: d.value };
+    };
+    // A sets its initiation aside, answers B's, and waits for the answer to its own again.
+    const aside = createHandshakeState();
+    const atA = consumeInitiation(b, a.identity, fromB, () => a.peer, 0, aside);
+    expect(atA.ok && atA.value.crossed).toBe(true);
+    const fromAtoB = answer(a, 33);
+    restoreInitiation(a.peer.handshake, aside);
+    expect(a.peer.handshake.phase).toBe('initiation-created');
+    expect(a.peer.handshake.localIndex).toBe(11);
+    expect(aside.phase).toBe('none');
+    expect(aside.chainingKey.every((x) => x === 0)).toBe(true);
+    // B is a standard peer: it overwrites its own with A's and answers, so A's answer is refused…
+    const atB = consumeInitiation(b, bb.identity, fromA, () => bb.peer, 0);
+    expect(atB.ok && atB.value.crossed).toBe(false);
+    const fromBtoA = answer(bb, 44);
+    expect(consumeResponse(b, bb.identity, fromAtoB.response, () => bb.peer)).toEqual({ ok: false, error: 'state' });
+    // …but B's answer completes A's initiation: the same session on both sides.
+    expect(consumeResponse(b, a.identity, fromBtoA.response, () => a.peer).ok).toBe(true);
+    const kA = deriveKeypair(a.peer.handshake);
+    if (!kA.ok) throw new Error(kA.error);
+    expect(kA.value.isInitiator).toBe(true);
+    expect(toHex(kA.value.sendKey)).toBe(toHex(fromBtoA.keys.receiveKey));
+    expect(toHex(kA.value.receiveKey)).toBe(toHex(fromBtoA.keys.sendKey));
+    // Replay protection moved on with B's initiation, not back with the restore.
+    expect(consumeInitiation(b, a.identity, fromB, () => a.peer, 10_000)).toEqual({ ok: false, error: 'replay-timestamp' });
   });
 });

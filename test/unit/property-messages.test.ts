@@ -78,7 +78,6 @@ const PROTOCOL_ERRORS = {
   'low-order': true,
   'replay-timestamp': true,
   flood: true,
-  crossed: true,
   replay: true,
   expired: true,
 } satisfies Record<ProtocolError, true>;

@@ -15,7 +15,9 @@
  * back), or reorder (held back and released after 1..maxHoldPackets later datagrams of the same
  * direction have overtaken it — log-uniformly, so as many held for 1–10 as for 100–1000 — or
  * after maxHoldMs, whichever comes first). Everything else is
- * forwarded as is. Handshake messages are only ever dropped.
+ * forwarded as is. Handshake messages are only ever dropped — or, with handshakeDelayMs, held
+ * for exactly that long (a long path for them alone: two initiations sent less than that apart
+ * cross on the way, deterministically).
  *
  * The relay reads each transport message's receiver index and counter (they travel in the clear)
  * and, when a held datagram is released, counts it as `tooOld` if 8128 or more newer counters of
@@ -54,6 +56,8 @@ export interface ChaosRelayConfig extends ChaosRates {
   readonly maxHoldPackets?: number;
   /** …or after this long (default 20 ms). */
   readonly maxHoldMs?: number;
+  /** Hold every handshake message (initiation, response, cookie reply) this long (default 0: not held). */
+  readonly handshakeDelayMs?: number;
 }
 
 export interface DirectionStats {
@@ -61,6 +65,9 @@ export interface DirectionStats {
   received: number;
   /** Transport messages among them. */
   receivedTransport: number;
+  /** Handshake initiations and responses among them. */
+  receivedInitiations: number;
+  receivedResponses: number;
   /** Datagrams sent on (duplicates count twice). */
   forwarded: number;
   dropped: number;
@@ -77,6 +84,8 @@ export interface DirectionStats {
   delayed: number;
   /** Released held datagrams 8128 or more counters behind the newest forwarded for their index. */
   tooOld: number;
+  /** Handshake messages forwarded after handshakeDelayMs. */
+  handshakesDelayed: number;
 }
 
 export interface ChaosStats {
@@ -99,6 +108,8 @@ export interface ChaosStats {
 /** The replay window of WireGuard (kernel, wireguard-go, wgts): counters this far behind are rejected. */
 export const REPLAY_WINDOW = 8128;
 
+const MESSAGE_INITIATION = 1;
+const MESSAGE_RESPONSE = 2;
 const MESSAGE_TRANSPORT = 4;
 const TRANSPORT_HEADER = 16;
 const TAG = 16;
@@ -119,6 +130,8 @@ function newDirection(): DirectionStats {
   return {
     received: 0,
     receivedTransport: 0,
+    receivedInitiations: 0,
+    receivedResponses: 0,
     forwarded: 0,
     dropped: 0,
     droppedTransport: 0,
@@ -128,6 +141,7 @@ function newDirection(): DirectionStats {
     maxOvertaken: 0,
     delayed: 0,
     tooOld: 0,
+    handshakesDelayed: 0,
   };
 }
 
@@ -155,13 +169,15 @@ export class ChaosDirection {
   private readonly random: () => number;
   private readonly maxHoldPackets: number;
   private readonly maxHoldMs: number;
+  private readonly handshakeDelayMs: number;
   rates: ChaosRates;
 
-  constructor(random: () => number, rates: ChaosRates, maxHoldPackets = 64, maxHoldMs = 20) {
+  constructor(random: () => number, rates: ChaosRates, maxHoldPackets = 64, maxHoldMs = 20, handshakeDelayMs = 0) {
     this.random = random;
     this.rates = rates;
     this.maxHoldPackets = maxHoldPackets;
     this.maxHoldMs = maxHoldMs;
+    this.handshakeDelayMs = handshakeDelayMs;
   }
 
   get heldCount(): number {
@@ -177,6 +193,8 @@ export class ChaosDirection {
     s.received++;
     const transport = datagram.length >= TRANSPORT_HEADER + TAG && datagram[0] === MESSAGE_TRANSPORT && datagram[1] === 0 && datagram[2] === 0 && datagram[3] === 0;
     if (transport) s.receivedTransport++;
+    else if (datagram[0] === MESSAGE_INITIATION) s.receivedInitiations++;
+    else if (datagram[0] === MESSAGE_RESPONSE) s.receivedResponses++;
     let r = this.random();
     const { drop, corrupt, duplicate, reorder } = this.rates;
     if (r < drop) {
@@ -214,6 +232,9 @@ export class ChaosDirection {
         });
         return;
       }
+    } else if (this.handshakeDelayMs > 0) {
+      this.held.push({ bytes: Uint8Array.from(datagram), releaseAfter: Infinity, overtaken: 0, deadline: now + this.handshakeDelayMs, transport, index: 0, counter: 0 });
+      return;
     }
     this.forward(datagram, out);
   }
@@ -255,6 +276,12 @@ export class ChaosDirection {
 
   private release(h: Held, out: Uint8Array[]): void {
     const s = this.stats;
+    if (!h.transport) {
+      s.handshakesDelayed++;
+      out.push(h.bytes);
+      s.forwarded++;
+      return;
+    }
     if (h.overtaken > 0) {
       s.reordered++;
       if (h.overtaken > s.maxOvertaken) s.maxOvertaken = h.overtaken;
@@ -389,8 +416,8 @@ async function main(argv: readonly string[]): Promise<void> {
   const random = mulberry32(config.seed);
   const rates: ChaosRates = { drop: config.drop, corrupt: config.corrupt, duplicate: config.duplicate, reorder: config.reorder };
   const directions = [
-    new ChaosDirection(random, rates, config.maxHoldPackets, config.maxHoldMs), // from A, to B
-    new ChaosDirection(random, rates, config.maxHoldPackets, config.maxHoldMs), // from B, to A
+    new ChaosDirection(random, rates, config.maxHoldPackets, config.maxHoldMs, config.handshakeDelayMs), // from A, to B
+    new ChaosDirection(random, rates, config.maxHoldPackets, config.maxHoldMs, config.handshakeDelayMs), // from B, to A
   ] as const;
   const stats = { unknownSource: 0, oversize: 0, sendErrors: 0, sendBlocked: 0 };
 

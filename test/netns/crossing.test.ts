@@ -1,0 +1,102 @@
+/**
+ * Crossed initiations for real: two peers whose only path is a relay that holds every handshake
+ * message HANDSHAKE_DELAY_MS (helpers/chaos-relay.ts, nothing dropped), and a ping started from
+ * each side at once — so each initiation is sent before the other arrives:
+ *
+ *   A: wgts (198.18.0.1)  ⇄  M: relay  ⇄  B: wgts or wireguard-go (198.18.1.2)
+ *
+ * Left to the whitepaper's rules both sides consume the other's initiation (overwriting their
+ * own), answer it, and reject the answer they get: nothing flows until a retry 5 s later — what
+ * two wireguard-go peers do. wgts answers the peer's initiation and keeps its own waiting, so the
+ * peer's answer to it completes a session. Checked: both pings answered within a wait shorter
+ * than that retry, exactly one initiation and one response each way on the wire (no retry), and
+ * A counted the crossing.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ChaosRelay } from './helpers/chaos-relay.ts';
+import type { VethPair } from './helpers/netns.ts';
+import { NetnsBed, skipUnlessRoot } from './helpers/netns.ts';
+import type { WgDaemon, WgImplementation } from './helpers/wgts.ts';
+import { newKeyPair, ping, wgtsImplementation, wireguardGoImplementation, withDiagnostics } from './helpers/wgts.ts';
+
+const WG_PORT = 51820;
+const RELAY_PORT = 40000;
+const HANDSHAKE_DELAY_MS = 400;
+/** Below REKEY_TIMEOUT (5 s): an answer in this wait came without a retransmission. */
+const PING_WAIT_SECONDS = 4;
+
+describe.skipIf(skipUnlessRoot('crossed initiations'))('crossed initiations through a slow handshake path', () => {
+  const bed = new NetnsBed('cross');
+  let nsA: string;
+  let nsM: string;
+  let nsB: string;
+  let am: VethPair;
+  let mb: VethPair;
+
+  beforeAll(async () => {
+    await bed.sweepStale();
+    nsA = await bed.createNamespace('a');
+    nsM = await bed.createNamespace('m');
+    nsB = await bed.createNamespace('b');
+    am = await bed.createVethPair(nsA, nsM); // A 198.18.0.1, M 198.18.0.2
+    mb = await bed.createVethPair(nsM, nsB); // M 198.18.1.1, B 198.18.1.2
+  });
+
+  afterAll(async () => {
+    await bed.cleanup();
+  });
+
+  for (const other of [wgtsImplementation, wireguardGoImplementation] as readonly WgImplementation[]) {
+    it(`wgts ↔ ${other.label}: one initiation and one response each way, both pings answered without a retry`, async () => {
+      const relay = await ChaosRelay.start(bed, nsM, {
+        seed: 1,
+        port: RELAY_PORT,
+        a: { host: am.a.address4, port: WG_PORT },
+        b: { host: mb.b.address4, port: WG_PORT },
+        drop: 0,
+        corrupt: 0,
+        duplicate: 0,
+        reorder: 0,
+        handshakeDelayMs: HANDSHAKE_DELAY_MS,
+      });
+      const [keysA, keysB] = [newKeyPair(), newKeyPair()];
+      const daemons: WgDaemon[] = [];
+      try {
+        daemons.push(await wgtsImplementation.start(bed, nsA), await other.start(bed, nsB));
+        const [a, b] = daemons as [WgDaemon, WgDaemon];
+        await withDiagnostics(daemons, async () => {
+          await a.configure({
+            privateKey: keysA.privateKey,
+            listenPort: WG_PORT,
+            peers: [{ publicKey: keysB.publicKey, endpoint: `${am.b.address4}:${relay.port}`, allowedIps: ['100.64.0.2/32'] }],
+            addresses: ['100.64.0.1/24'],
+          });
+          await b.configure({
+            privateKey: keysB.privateKey,
+            listenPort: WG_PORT,
+            peers: [{ publicKey: keysA.publicKey, endpoint: `${mb.a.address4}:${relay.port}`, allowedIps: ['100.64.0.1/32'] }],
+            addresses: ['100.64.0.2/24'],
+          });
+          const [fromA, fromB] = await Promise.all([
+            ping(bed, nsA, '100.64.0.2', { count: 1, waitSeconds: PING_WAIT_SECONDS }),
+            ping(bed, nsB, '100.64.0.1', { count: 1, waitSeconds: PING_WAIT_SECONDS }),
+          ]);
+          const relayStats = await relay.stats();
+          const statsA = (await a.stats())!;
+          const detail = `relay ${JSON.stringify(relayStats)}\nA ${JSON.stringify(statsA)}\n${fromA.stdout}${fromB.stdout}`;
+          expect(fromA.received, `A → B\n${detail}`).toBe(1);
+          expect(fromB.received, `B → A\n${detail}`).toBe(1);
+          // They crossed (A says so), each answered the other, and nobody had to retry.
+          expect(statsA.initiations_crossed, detail).toBe(1);
+          expect(relayStats.aToB.receivedInitiations, detail).toBe(1);
+          expect(relayStats.bToA.receivedInitiations, detail).toBe(1);
+          expect(relayStats.aToB.receivedResponses, detail).toBe(1);
+          expect(relayStats.bToA.receivedResponses, detail).toBe(1);
+        });
+      } finally {
+        for (const d of daemons) await d.stop();
+        await relay.close();
+      }
+    }, 30_000);
+  }
+});
