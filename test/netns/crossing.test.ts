@@ -84,6 +84,8 @@ describe.skipIf(skipUnlessRoot('crossed initiations'))('crossed initiations thro
           const relayStats = await relay.stats();
           const statsA = (await a.stats())!;
           const detail = `relay ${JSON.stringify(relayStats)}\nA ${JSON.stringify(statsA)}\n${fromA.stdout}${fromB.stdout}`;
+          const rtt = (r: { stdout: string }) => /time=([\d.]+) ms/.exec(r.stdout)?.[1] ?? '-';
+          process.stdout.write(`[crossing] wgts ↔ ${other.label}: first ping answered after ${rtt(fromA)} ms (A→B), ${rtt(fromB)} ms (B→A); handshakes held ${HANDSHAKE_DELAY_MS} ms each way\n`);
           expect(fromA.received, `A → B\n${detail}`).toBe(1);
           expect(fromB.received, `B → A\n${detail}`).toBe(1);
           // They crossed (A says so), each answered the other, and nobody had to retry.
