@@ -127,7 +127,7 @@ export function createHandshakeState(): HandshakeState {
 }
 
 /** Copies the in-progress handshake (not the replay-protection fields) from one state to another. */
-function copyInProgress(from: HandshakeState, to: HandshakeState): void {
+export function copyInProgress(from: HandshakeState, to: HandshakeState): void {
   to.phase = from.phase;
   to.hash.set(from.hash);
   to.chainingKey.set(from.chainingKey);

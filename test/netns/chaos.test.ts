@@ -16,9 +16,8 @@
  *   - nothing else is dropped (no malformed, unknown-index, source or inner-packet drops).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChaosRelayConfig, ChaosStats, DirectionStats } from './helpers/chaos-relay.ts';
-import { ChaosDirection, ChaosRelay, mulberry32, REPLAY_WINDOW } from './helpers/chaos-relay.ts';
-import type { VethPair } from './helpers/netns.ts';
+import type { ChaosRelayConfig, ChaosStats, DirectionStats, RelayPath } from './helpers/chaos-relay.ts';
+import { ChaosDirection, ChaosRelay, configureThroughRelay, createRelayPath, mulberry32, relayEnds, REPLAY_WINDOW } from './helpers/chaos-relay.ts';
 import { NetnsBed, skipUnlessRoot } from './helpers/netns.ts';
 import type { KeyPair, WgDaemon } from './helpers/wgts.ts';
 import { mbps, newKeyPair, startTransfer, waitForPing, withDiagnostics, WgtsDaemon } from './helpers/wgts.ts';
@@ -112,19 +111,11 @@ describe('chaos relay core (sans-I/O)', () => {
 
 describe.skipIf(skipUnlessRoot('chaos link'))('chaos link: drop, corrupt, duplicate, reorder between two wgts peers', () => {
   const bed = new NetnsBed('chaos');
-  let nsA: string;
-  let nsM: string;
-  let nsB: string;
-  let am: VethPair;
-  let mb: VethPair;
+  let path: RelayPath;
 
   beforeAll(async () => {
     await bed.sweepStale();
-    nsA = await bed.createNamespace('a');
-    nsM = await bed.createNamespace('m');
-    nsB = await bed.createNamespace('b');
-    am = await bed.createVethPair(nsA, nsM); // A 198.18.0.1, M 198.18.0.2
-    mb = await bed.createVethPair(nsM, nsB); // M 198.18.1.1, B 198.18.1.2
+    path = await createRelayPath(bed);
   });
 
   afterAll(async () => {
@@ -140,12 +131,12 @@ describe.skipIf(skipUnlessRoot('chaos link'))('chaos link: drop, corrupt, duplic
         const config: ChaosRelayConfig = {
           seed: SEED,
           port: RELAY_PORT,
-          a: { host: am.a.address4, port: WG_PORT },
-          b: { host: mb.b.address4, port: WG_PORT },
+          ...relayEnds(path, WG_PORT),
           maxHoldPackets: MAX_HOLD_PACKETS,
           maxHoldMs: 250,
           ...RATES,
         };
+        const { nsA, nsM, nsB } = path;
         const relay = await ChaosRelay.start(bed, nsM, config);
         const keys: [KeyPair, KeyPair] = [newKeyPair(), newKeyPair()];
         const daemons: WgDaemon[] = [];
@@ -153,19 +144,7 @@ describe.skipIf(skipUnlessRoot('chaos link'))('chaos link: drop, corrupt, duplic
         const [a, b] = daemons as [WgDaemon, WgDaemon];
         try {
           await withDiagnostics(daemons, async () => {
-            // Each side's endpoint for the other is the relay's address on its own link.
-            await a.configure({
-              privateKey: keys[0].privateKey,
-              listenPort: WG_PORT,
-              peers: [{ publicKey: keys[1].publicKey, endpoint: `${am.b.address4}:${relay.port}`, allowedIps: ['100.64.0.2/32'] }],
-              addresses: ['100.64.0.1/24'],
-            });
-            await b.configure({
-              privateKey: keys[1].privateKey,
-              listenPort: WG_PORT,
-              peers: [{ publicKey: keys[0].publicKey, endpoint: `${mb.a.address4}:${relay.port}`, allowedIps: ['100.64.0.1/32'] }],
-              addresses: ['100.64.0.2/24'],
-            });
+            await configureThroughRelay(path, relay.port, WG_PORT, [a, b], keys);
             // The handshake goes through the lossy link too (an initiation may be dropped: retried after 5 s).
             const handshakeMs = await waitForPing(bed, nsA, '100.64.0.2', 30_000);
 

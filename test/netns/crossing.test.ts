@@ -13,8 +13,8 @@
  * A counted the crossing.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ChaosRelay } from './helpers/chaos-relay.ts';
-import type { VethPair } from './helpers/netns.ts';
+import type { RelayPath } from './helpers/chaos-relay.ts';
+import { ChaosRelay, configureThroughRelay, createRelayPath, relayEnds } from './helpers/chaos-relay.ts';
 import { NetnsBed, skipUnlessRoot } from './helpers/netns.ts';
 import type { WgDaemon, WgImplementation } from './helpers/wgts.ts';
 import { newKeyPair, ping, wgtsImplementation, wireguardGoImplementation, withDiagnostics } from './helpers/wgts.ts';
@@ -27,19 +27,11 @@ const PING_WAIT_SECONDS = 4;
 
 describe.skipIf(skipUnlessRoot('crossed initiations'))('crossed initiations through a slow handshake path', () => {
   const bed = new NetnsBed('cross');
-  let nsA: string;
-  let nsM: string;
-  let nsB: string;
-  let am: VethPair;
-  let mb: VethPair;
+  let path: RelayPath;
 
   beforeAll(async () => {
     await bed.sweepStale();
-    nsA = await bed.createNamespace('a');
-    nsM = await bed.createNamespace('m');
-    nsB = await bed.createNamespace('b');
-    am = await bed.createVethPair(nsA, nsM); // A 198.18.0.1, M 198.18.0.2
-    mb = await bed.createVethPair(nsM, nsB); // M 198.18.1.1, B 198.18.1.2
+    path = await createRelayPath(bed);
   });
 
   afterAll(async () => {
@@ -48,35 +40,23 @@ describe.skipIf(skipUnlessRoot('crossed initiations'))('crossed initiations thro
 
   for (const other of [wgtsImplementation, wireguardGoImplementation] as readonly WgImplementation[]) {
     it(`wgts ↔ ${other.label}: one initiation and one response each way, both pings answered without a retry`, async () => {
+      const { nsA, nsM, nsB } = path;
       const relay = await ChaosRelay.start(bed, nsM, {
         seed: 1,
         port: RELAY_PORT,
-        a: { host: am.a.address4, port: WG_PORT },
-        b: { host: mb.b.address4, port: WG_PORT },
+        ...relayEnds(path, WG_PORT),
         drop: 0,
         corrupt: 0,
         duplicate: 0,
         reorder: 0,
         handshakeDelayMs: HANDSHAKE_DELAY_MS,
       });
-      const [keysA, keysB] = [newKeyPair(), newKeyPair()];
       const daemons: WgDaemon[] = [];
       try {
         daemons.push(await wgtsImplementation.start(bed, nsA), await other.start(bed, nsB));
         const [a, b] = daemons as [WgDaemon, WgDaemon];
         await withDiagnostics(daemons, async () => {
-          await a.configure({
-            privateKey: keysA.privateKey,
-            listenPort: WG_PORT,
-            peers: [{ publicKey: keysB.publicKey, endpoint: `${am.b.address4}:${relay.port}`, allowedIps: ['100.64.0.2/32'] }],
-            addresses: ['100.64.0.1/24'],
-          });
-          await b.configure({
-            privateKey: keysB.privateKey,
-            listenPort: WG_PORT,
-            peers: [{ publicKey: keysA.publicKey, endpoint: `${mb.a.address4}:${relay.port}`, allowedIps: ['100.64.0.1/32'] }],
-            addresses: ['100.64.0.2/24'],
-          });
+          await configureThroughRelay(path, relay.port, WG_PORT, [a, b], [newKeyPair(), newKeyPair()]);
           const [fromA, fromB] = await Promise.all([
             ping(bed, nsA, '100.64.0.2', { count: 1, waitSeconds: PING_WAIT_SECONDS }),
             ping(bed, nsB, '100.64.0.1', { count: 1, waitSeconds: PING_WAIT_SECONDS }),

@@ -30,6 +30,7 @@ import type { ProtocolError } from '../../src/noise/errors.ts';
 import type { HandshakeState, PeerKeys, StaticIdentity } from '../../src/noise/handshake.ts';
 import {
   consumeInitiation,
+  copyInProgress,
   consumeResponse,
   createHandshakeState,
   createInitiation,
@@ -190,13 +191,7 @@ function cloneHandshake(hs: HandshakeState): HandshakeState {
 }
 
 function restoreHandshake(hs: HandshakeState, from: HandshakeState): void {
-  hs.phase = from.phase;
-  hs.hash.set(from.hash);
-  hs.chainingKey.set(from.chainingKey);
-  hs.localEphemeral.set(from.localEphemeral);
-  hs.remoteEphemeral.set(from.remoteEphemeral);
-  hs.localIndex = from.localIndex;
-  hs.remoteIndex = from.remoteIndex;
+  copyInProgress(from, hs);
   hs.latestTimestamp.set(from.latestTimestamp);
   hs.lastInitiationConsumedAt = from.lastInitiationConsumedAt;
 }

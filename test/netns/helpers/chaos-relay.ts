@@ -32,7 +32,8 @@
  * (printing the final stats) when stdin closes. Imported, ChaosRelay starts it through a
  * NetnsBed and wraps those commands.
  */
-import type { NetnsBed, TrackedProcess } from './netns.ts';
+import type { NetnsBed, TrackedProcess, VethPair } from './netns.ts';
+import type { KeyPair, WgDaemon } from './wgts.ts';
 
 /** Probabilities per datagram. */
 export interface ChaosRates {
@@ -307,6 +308,50 @@ export class ChaosDirection {
 
 // ---------------------------------------------------------------------------------------------
 // The test side.
+
+/** The header's topology: namespaces A, M (the relay's), B, joined by two veths. */
+export interface RelayPath {
+  readonly nsA: string;
+  readonly nsM: string;
+  readonly nsB: string;
+  /** A 198.18.0.1 ⇄ M 198.18.0.2 */
+  readonly am: VethPair;
+  /** M 198.18.1.1 ⇄ B 198.18.1.2 */
+  readonly mb: VethPair;
+}
+
+export async function createRelayPath(bed: NetnsBed): Promise<RelayPath> {
+  const nsA = await bed.createNamespace('a');
+  const nsM = await bed.createNamespace('m');
+  const nsB = await bed.createNamespace('b');
+  const am = await bed.createVethPair(nsA, nsM);
+  const mb = await bed.createVethPair(nsM, nsB);
+  return { nsA, nsM, nsB, am, mb };
+}
+
+/** The relay's view of the path: A and B at their veth addresses, on wgPort. */
+export function relayEnds(path: RelayPath, wgPort: number): Pick<ChaosRelayConfig, 'a' | 'b'> {
+  return { a: { host: path.am.a.address4, port: wgPort }, b: { host: path.mb.b.address4, port: wgPort } };
+}
+
+/**
+ * Configures a (in A, overlay 100.64.0.1) and b (in B, 100.64.0.2) as each other's only peer,
+ * each with the relay's address on its own link as the other's endpoint.
+ */
+export async function configureThroughRelay(path: RelayPath, relayPort: number, wgPort: number, [a, b]: readonly [WgDaemon, WgDaemon], [keysA, keysB]: readonly [KeyPair, KeyPair]): Promise<void> {
+  await a.configure({
+    privateKey: keysA.privateKey,
+    listenPort: wgPort,
+    peers: [{ publicKey: keysB.publicKey, endpoint: `${path.am.b.address4}:${relayPort}`, allowedIps: ['100.64.0.2/32'] }],
+    addresses: ['100.64.0.1/24'],
+  });
+  await b.configure({
+    privateKey: keysB.privateKey,
+    listenPort: wgPort,
+    peers: [{ publicKey: keysA.publicKey, endpoint: `${path.mb.a.address4}:${relayPort}`, allowedIps: ['100.64.0.1/32'] }],
+    addresses: ['100.64.0.2/24'],
+  });
+}
 
 export class ChaosRelay {
   readonly process: TrackedProcess;
