@@ -7,6 +7,7 @@
  */
 import {
   REJECT_AFTER_MESSAGES,
+  REKEY_TIMEOUT,
   HANDSHAKE_QUEUE_CAPACITY,
   UNDER_LOAD_AFTER_TIME,
   UNDER_LOAD_QUEUE_LENGTH,
@@ -347,7 +348,10 @@ function learnEndpoint(peer: Peer, addr: Uint8Array): void {
 function handleInitiation(device: Device, s: ReceiveScratch, msg: QueuedHandshake, now: number): void {
   const decoded = decodeInitiation(msg.bytes);
   if (!decoded.ok) return device.counters.handshakeError(decoded.error);
-  const consumed = consumeInitiation(device.backend, device.identity!, decoded.value, (key) => target(device.peerByKey(key)), now, s.aside);
+  // Ours is kept only while in flight: past REKEY_TIMEOUT it is due for a retry anyway.
+  const consumed = consumeInitiation(device.backend, device.identity!, decoded.value, (key) => target(device.peerByKey(key)), now, (t) =>
+    now - t.peer.timers.lastInitiationSentAt < REKEY_TIMEOUT ? s.aside : undefined,
+  );
   if (!consumed.ok) return device.counters.handshakeError(consumed.error);
   const peer = consumed.value.peer.peer;
   if (consumed.value.crossed) device.counters.initiationsCrossed++;

@@ -238,7 +238,8 @@ export interface ConsumedInitiation<P extends InitiationTarget> {
  * Crossed initiations (both sides initiate at once, or ours was lost while theirs arrives): the
  * whitepaper's single handshake state makes each side overwrite its own initiation with the
  * other's, so both hold only an unconfirmed responder keypair, reject the answer to their own,
- * and nothing flows until a retransmission REKEY_TIMEOUT (5 s) later. Given `aside`, an
+ * and nothing flows until a retransmission REKEY_TIMEOUT (5 s) later. When setAside gives a
+ * state for the peer (the caller's call: is ours recent enough to be worth keeping?), an
  * initiation of ours still waiting for its answer is copied there first (crossed: true); the
  * caller answers theirs, then puts ours back with restoreInitiation, so whichever answer arrives
  * completes a session — with any peer, since the peer's side of the exchange is unchanged.
@@ -249,7 +250,7 @@ export function consumeInitiation<P extends InitiationTarget>(
   msg: InitiationView,
   lookupPeer: (remoteStatic: Uint8Array) => P | undefined,
   now: number,
-  aside?: HandshakeState,
+  setAside?: (peer: P) => HandshakeState | undefined,
 ): Result<ConsumedInitiation<P>> {
   const h = Uint8Array.from(identity.initialHash);
   const ck = Uint8Array.from(INITIAL_CHAINING_KEY);
@@ -276,8 +277,9 @@ export function consumeInitiation<P extends InitiationTarget>(
     if (compareTai64n(timestamp, hs.latestTimestamp) <= 0) return fail('replay-timestamp');
     if (now - hs.lastInitiationConsumedAt <= HANDSHAKE_INITIATION_RATE) return fail('flood');
 
-    const crossed = aside !== undefined && hs.phase === 'initiation-created';
-    if (crossed) copyInProgress(hs, aside);
+    const aside = hs.phase === 'initiation-created' ? setAside?.(peer) : undefined;
+    const crossed = aside !== undefined;
+    if (aside) copyInProgress(hs, aside);
     hs.phase = 'initiation-consumed';
     hs.hash.set(h);
     hs.chainingKey.set(ck);

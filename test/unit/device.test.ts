@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Device } from '../../src/device/device.ts';
 import { createBackend } from '../../src/noise/crypto/index.ts';
+import { REKEY_TIMEOUT } from '../../src/noise/constants.ts';
 import { parseCidr } from '../../src/util/ip.ts';
 import { ipv4Packet, MemoryNet, RecordingTun, tunBatch, waitFor } from '../helpers/memory-net.ts';
 
@@ -173,6 +174,34 @@ describe('Device: initiations that cross', () => {
     }
     expect(a.device.indices.size).toBe(2);
     expect(b.device.indices.size).toBe(2);
+  });
+
+  it('an initiation of ours older than REKEY_TIMEOUT is not kept: theirs is answered the usual way', async () => {
+    let clock = 1_000_000;
+    const net = new MemoryNet();
+    const make = (host: string) => {
+      const tun = new RecordingTun();
+      const device = new Device({ backend, tun, openTransport: net.factory(host), now: () => clock });
+      device.start(51820);
+      devices.push(device);
+      return { device, tun };
+    };
+    const a = make('198.18.0.1');
+    const b = make('198.18.0.2');
+    await a.device.apply({ privateKey: key() });
+    await b.device.apply({ privateKey: key() });
+    await a.device.apply({ peers: [{ publicKey: b.device.identity!.publicKey, endpoint: { host: '198.18.0.9', port: 51820 }, addAllowedIps: [parseCidr('100.64.0.2/32')] }] });
+    await b.device.apply({ peers: [{ publicKey: a.device.identity!.publicKey, endpoint: { host: '198.18.0.1', port: 51820 }, addAllowedIps: [parseCidr('100.64.0.1/32')] }] });
+    send(a.device, [ipv4Packet('100.64.0.1', '100.64.0.2', 10)]); // lost: nobody at 198.18.0.9
+    expect(a.device.counters.initiationsSent).toBe(1);
+    clock += REKEY_TIMEOUT;
+    send(b.device, [ipv4Packet('100.64.0.2', '100.64.0.1', 20)]);
+    await waitFor(() => a.tun.packets.length === 1 && b.tun.packets.length === 1, 4000, 'both packets delivered');
+    expect(a.device.counters.initiationsCrossed).toBe(0);
+    const peerAtA = [...a.device.peers.values()][0]!;
+    expect(peerAtA.handshake.phase).toBe('none');
+    // The stale initiation's index went with it: only the answered session's is left.
+    expect(a.device.indices.size).toBe(1);
   });
 
   it('our initiation lost (stale endpoint), theirs arrives: answered at once, ours left to its retry', async () => {

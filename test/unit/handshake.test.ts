@@ -155,9 +155,16 @@ describe.each(['sodium', 'noble'] as const)('handshake (%s)', (name) => {
       if (!keys.ok || !d.ok) throw new Error('answer');
       return { keys: keys.value, response: d.value };
     };
+    // Declining to set it aside (the caller's choice, e.g. ours is stale) is the whitepaper's overwrite.
+    const declined = makePair(b);
+    const decFromB = decode(initiation(b, declined.b, Date.now(), 55));
+    initiation(b, declined.a, Date.now(), 66);
+    const refused = consumeInitiation(b, declined.a.identity, decFromB, () => declined.a.peer, 0, () => undefined);
+    expect(refused.ok && refused.value.crossed).toBe(false);
+    expect(declined.a.peer.handshake.phase).toBe('initiation-consumed');
     // A sets its initiation aside, answers B's, and waits for the answer to its own again.
     const aside = createHandshakeState();
-    const atA = consumeInitiation(b, a.identity, fromB, () => a.peer, 0, aside);
+    const atA = consumeInitiation(b, a.identity, fromB, () => a.peer, 0, () => aside);
     expect(atA.ok && atA.value.crossed).toBe(true);
     const fromAtoB = answer(a, 33);
     restoreInitiation(a.peer.handshake, aside);
