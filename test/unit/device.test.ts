@@ -14,9 +14,9 @@ function key(): Uint8Array {
   return k;
 }
 
-function makeDevice(net: MemoryNet, host: string, port: number) {
+function makeDevice(net: MemoryNet, host: string, port: number, now?: () => number) {
   const tun = new RecordingTun();
-  const device = new Device({ backend, tun, openTransport: net.factory(host) });
+  const device = new Device({ backend, tun, openTransport: net.factory(host), ...(now ? { now } : {}) });
   device.start(port);
   devices.push(device);
   return { device, tun };
@@ -142,16 +142,25 @@ describe('Device over an in-memory underlay', () => {
 });
 
 describe('Device: initiations that cross', () => {
-  /** Two devices with a packet for each other in the same tick: both initiate before either initiation arrives. */
-  async function crossing(aSeesB = { host: '198.18.0.2', port: 51820 }) {
+  interface CrossingOptions {
+    /** Where a sends to b (default: b's address). */
+    readonly aSeesB?: { host: string; port: number };
+    readonly now?: () => number;
+    /** Runs after a's packet, before b's; without it both go in the same tick. */
+    readonly betweenSends?: (a: Device) => void;
+  }
+
+  /** Two devices with a packet for each other: in the same tick, both initiate before either initiation arrives. */
+  async function crossing({ aSeesB = { host: '198.18.0.2', port: 51820 }, now, betweenSends }: CrossingOptions = {}) {
     const net = new MemoryNet();
-    const a = makeDevice(net, '198.18.0.1', 51820);
-    const b = makeDevice(net, '198.18.0.2', 51820);
+    const a = makeDevice(net, '198.18.0.1', 51820, now);
+    const b = makeDevice(net, '198.18.0.2', 51820, now);
     await a.device.apply({ privateKey: key() });
     await b.device.apply({ privateKey: key() });
     await a.device.apply({ peers: [{ publicKey: b.device.identity!.publicKey, endpoint: aSeesB, addAllowedIps: [parseCidr('100.64.0.2/32')] }] });
     await b.device.apply({ peers: [{ publicKey: a.device.identity!.publicKey, endpoint: { host: '198.18.0.1', port: 51820 }, addAllowedIps: [parseCidr('100.64.0.1/32')] }] });
     send(a.device, [ipv4Packet('100.64.0.1', '100.64.0.2', 10)]);
+    betweenSends?.(a.device);
     send(b.device, [ipv4Packet('100.64.0.2', '100.64.0.1', 20)]);
     // Deadline below REKEY_TIMEOUT: delivery must not wait for a retransmission.
     await waitFor(() => a.tun.packets.length === 1 && b.tun.packets.length === 1, 4000, 'both packets delivered');
@@ -178,25 +187,14 @@ describe('Device: initiations that cross', () => {
 
   it('an initiation of ours older than REKEY_TIMEOUT is not kept: theirs is answered the usual way', async () => {
     let clock = 1_000_000;
-    const net = new MemoryNet();
-    const make = (host: string) => {
-      const tun = new RecordingTun();
-      const device = new Device({ backend, tun, openTransport: net.factory(host), now: () => clock });
-      device.start(51820);
-      devices.push(device);
-      return { device, tun };
-    };
-    const a = make('198.18.0.1');
-    const b = make('198.18.0.2');
-    await a.device.apply({ privateKey: key() });
-    await b.device.apply({ privateKey: key() });
-    await a.device.apply({ peers: [{ publicKey: b.device.identity!.publicKey, endpoint: { host: '198.18.0.9', port: 51820 }, addAllowedIps: [parseCidr('100.64.0.2/32')] }] });
-    await b.device.apply({ peers: [{ publicKey: a.device.identity!.publicKey, endpoint: { host: '198.18.0.1', port: 51820 }, addAllowedIps: [parseCidr('100.64.0.1/32')] }] });
-    send(a.device, [ipv4Packet('100.64.0.1', '100.64.0.2', 10)]); // lost: nobody at 198.18.0.9
-    expect(a.device.counters.initiationsSent).toBe(1);
-    clock += REKEY_TIMEOUT;
-    send(b.device, [ipv4Packet('100.64.0.2', '100.64.0.1', 20)]);
-    await waitFor(() => a.tun.packets.length === 1 && b.tun.packets.length === 1, 4000, 'both packets delivered');
+    const { a } = await crossing({
+      aSeesB: { host: '198.18.0.9', port: 51820 }, // a's initiation is lost: nobody there
+      now: () => clock,
+      betweenSends: (device) => {
+        expect(device.counters.initiationsSent).toBe(1);
+        clock += REKEY_TIMEOUT;
+      },
+    });
     expect(a.device.counters.initiationsCrossed).toBe(0);
     const peerAtA = [...a.device.peers.values()][0]!;
     expect(peerAtA.handshake.phase).toBe('none');
@@ -205,7 +203,7 @@ describe('Device: initiations that cross', () => {
   });
 
   it('our initiation lost (stale endpoint), theirs arrives: answered at once, ours left to its retry', async () => {
-    const { a, b } = await crossing({ host: '198.18.0.9', port: 51820 });
+    const { a, b } = await crossing({ aSeesB: { host: '198.18.0.9', port: 51820 } });
     expect(a.device.counters.initiationsCrossed).toBe(1);
     expect(a.device.counters.responsesSent).toBe(1);
     expect(b.device.counters.responsesSent).toBe(0);
